@@ -1,0 +1,1 @@
+"""Network interfaces of the backend: websocket, MPI, in-process queue (exactly one runs)."""

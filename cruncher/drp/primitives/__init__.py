@@ -1,0 +1,1 @@
+"""The DRP's primitives, one module each; importing a module registers its primitive."""
