@@ -109,7 +109,8 @@ def test_a_simulated_night_end_to_end_over_the_websocket(tmp_path, sim_night):
         cubes = sorted(outdir.glob("*_spdc.fits"))
         assert len(cubes) == 3
         recipes = jobs(backend, "recipe")
-        assert sorted(r["state"] for r in recipes) == ["done"] * 6      # 2 darks, 1 arc, 3 cubes
+        assert sorted(r["state"] for r in recipes) == ["done"] * 6, \
+            [(r["key"], r["state"], r["error"]) for r in recipes]     # 2 darks, 1 arc, 3 cubes
         psf = jobs(backend, "psf")
         assert len(psf) == 5 and {j["state"] for j in psf} == {"done"}
         assert all(j["tries"] == 0 for j in psf)

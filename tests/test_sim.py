@@ -27,6 +27,19 @@ def test_the_lenslet_array_fills_a_rotated_square_and_traces_do_not_overlap():
         assert np.all(np.abs(y0[near] - y0[i]) > light)
 
 
+def test_plans_that_share_a_seed_do_not_share_their_planets(tmp_path):
+    from cruncher.instruments.gpi.sim import night
+    from cruncher.instruments.gpi.sim.night import NightPlan, SequencePlan
+
+    def scene(pa: float):
+        plan = NightPlan(out=tmp_path, seed=11, sequences=(SequencePlan(
+            target="beta Pic", planets=(Planet(separation_arcsec=0.4, contrast=1e-4, pa_deg=pa),)),))
+        return night._scene(plan, 0)
+
+    assert scene(45.0).planets[0].pa_deg == 45.0
+    assert scene(60.0).planets[0].pa_deg == 60.0
+
+
 def test_planet_parse():
     p = Planet.parse("0.4,1e-5,T")
     assert (p.separation_arcsec, p.contrast, p.spectral_type) == (0.4, 1e-5, "T")

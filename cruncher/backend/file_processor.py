@@ -174,6 +174,7 @@ class FileProcessor(threading.Thread):
     def _calibrations(self, work: _Work) -> None:
         ins = work.instruction
         darks: dict[float, list[str]] = {}
+        arcs: list[str] = []
         for raw in ins.files:
             try:
                 headers = read_headers(raw)
@@ -185,12 +186,15 @@ class FileProcessor(threading.Thread):
             if obstype == "DARK" and itime is not None:
                 darks.setdefault(round(float(itime), 3), []).append(raw)
             elif obstype == "ARC":
-                self._calibration_recipe(work, "quick_wavecal", "b_qwc", [raw], "arc")
+                arcs.append(raw)
             else:
                 work.failures[raw] = f"not handled: OBSTYPE {obstype or '?'} in calibration mode"
                 _log.warning("%s: not handled (OBSTYPE %s)", raw, obstype, extra={"path": raw})
+        # Darks first: an arc submitted before them would not be held back for its dark.
         for frames in darks.values():
             self._calibration_recipe(work, "dark", "a_dark", sorted(frames), "dark")
+        for raw in arcs:
+            self._calibration_recipe(work, "quick_wavecal", "b_qwc", [raw], "arc")
 
     def _calibration_recipe(self, work: _Work, template: str, prefix: str, raws: list[str],
                             kind: str) -> None:

@@ -121,7 +121,8 @@ class ReductionThread(threading.Thread):
                 item = None
             try:
                 if isinstance(item, RecipeRequest):
-                    self._accept(item)
+                    for request in self._with_waiting_requests(item):
+                        self._accept(request)
                 elif isinstance(item, tuple):
                     self._on_file(Path(item[1]))
                 if time.monotonic() >= next_scan:
@@ -129,6 +130,20 @@ class ReductionThread(threading.Thread):
                     self._scan()
             except Exception:  # the thread must outlive any one recipe's trouble
                 _log.exception("reduction thread: unexpected error")
+
+    def _with_waiting_requests(self, first: RecipeRequest) -> list[RecipeRequest]:
+        """``first`` and every request already waiting behind it, earliest stage first, so that a
+        burst of recipes is held back as a whole (an arc is never queued before its dark)."""
+        batch, others = [first], []
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue_module.Empty:
+                break
+            (batch if isinstance(item, RecipeRequest) else others).append(item)
+        for item in others:
+            self.inbox.put(item)
+        return sorted(batch, key=lambda r: STAGES[r.kind])
 
     def _watch(self):
         from watchdog.events import FileSystemEventHandler

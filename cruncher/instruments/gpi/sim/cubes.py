@@ -64,7 +64,7 @@ def _make_cube(job) -> Path:
     info = shot.info
     seq = plan.sequences[shot.sequence]
     rng = np.random.default_rng([plan.seed, info.number, 7])
-    key = ("cube-geometry", info.band)
+    key = ("cube-geometry", info.band, plan.model)
     if key not in night._CACHE:
         wavecal = master_wavecal(info.band, plan.model)
         edges = fine_grid(info.band)

@@ -199,20 +199,22 @@ def _add_sky(plan: NightPlan, shots: list[_Shot], rng: np.random.Generator) -> l
 
 # --- frames (run in worker processes) ----------------------------------------------------------
 
+# Keyed on everything that makes the cached object: two plans that share a seed (as tests and
+# demos do) but not their planets or model must not share a scene or a renderer.
 _CACHE: dict = {}
 
 
 def _scene(plan: NightPlan, sequence: int) -> SceneModel:
-    key = ("scene", plan.seed, sequence)
+    seq = plan.sequences[sequence]
+    key = ("scene", plan.seed, sequence, seq.band, seq.planets)
     if key not in _CACHE:
-        seq = plan.sequences[sequence]
         speckles = SpeckleField(seq.band, seed=plan.seed * 100 + sequence)
         _CACHE[key] = SceneModel(band=seq.band, speckles=speckles, planets=seq.planets)
     return _CACHE[key]
 
 
 def _renderer(plan: NightPlan, band: str, flexure: tuple[float, float]):
-    key = ("renderer", band, flexure)
+    key = ("renderer", band, flexure, plan.model)
     if key not in _CACHE:
         wavecal = master_wavecal(band, plan.model).shifted(*flexure)
         iy, ix = wavecal.lenslets()

@@ -1,0 +1,60 @@
+"""The reduction thread holds a recipe back while one of an earlier stage is unfinished."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from cruncher.backend.journal import Journal
+from cruncher.backend.reduction import RecipeFinished, RecipeRequest, ReductionThread
+from cruncher.db import engine as dbengine
+from cruncher.recipes import queue
+from cruncher.recipes.templates import make_recipe
+
+
+def _request(kind: str, template: str, name: str, raw: str, out: Path) -> RecipeRequest:
+    return RecipeRequest(name=name, recipe=make_recipe(template, [raw], out), kind=kind,
+                         raw=(raw,), journal_id=f"recipe:{name}")
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def journal(tmp_path):
+    engine = dbengine.make_engine(f"sqlite:///{tmp_path / 'cruncher.db'}")
+    dbengine.init_db(engine)
+    journal = Journal(engine)
+    yield journal
+    journal.close()
+    engine.dispose()
+
+
+def test_an_arc_arriving_with_its_dark_waits_for_it(tmp_path, journal):
+    """Two DRP workers would otherwise run the arc beside its dark and fail it."""
+    queue_dir, out = tmp_path / "queue", tmp_path / "calibrations"
+    finished: list[RecipeFinished] = []
+    thread = ReductionThread(queue_dir, tmp_path / "logs", journal=journal,
+                             notify=finished.append, scan_s=0.2)
+    raw = str(tmp_path / "S20160315S0007.fits")
+    # the arc first, in one burst with the dark (as one calibration instruction gives them)
+    thread.submit(_request("arc", "quick_wavecal", "b_qwc_S20160315S0007", raw, out))
+    thread.submit(_request("dark", "dark", "a_dark_S20160315S0006", raw, out))
+    thread.start()
+    try:
+        _wait_for(lambda: queue.find(queue_dir, "a_dark_S20160315S0006") is not None)
+        time.sleep(0.5)
+        assert queue.find(queue_dir, "b_qwc_S20160315S0007") is None
+        assert [r.name for r in thread.held] == ["b_qwc_S20160315S0007"]
+        # a DRP worker runs the dark: the arc is released once it is done
+        working = queue.claim(queue.find(queue_dir, "a_dark_S20160315S0006")[0])
+        queue.finish(working, ok=True)
+        _wait_for(lambda: queue.find(queue_dir, "b_qwc_S20160315S0007") is not None)
+        assert [f.request.name for f in finished] == ["a_dark_S20160315S0006"]
+    finally:
+        thread.stop()
