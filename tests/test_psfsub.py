@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cruncher.backend.runner import SINGLE_THREADED
+from cruncher.backend.jobs import Priority, PsfJob
+from cruncher.backend.runner import JobRunner
 from cruncher.errors import BadInputError
 from cruncher.instruments.gpi.optics import LENSLET_SCALE
 from cruncher.psfsub import contrast, klip, snr
@@ -48,13 +50,14 @@ def job(sequence, name: str, **params) -> JobFile:
 
 
 def run(spec: JobFile) -> Result:
-    """Run a job as the backend does: its own single-threaded-BLAS process (pyKLIP forks a pool,
-    which is not safe from a process that already runs threads, as a test session does)."""
-    path = spec.write(Path(spec.result).with_suffix(".job.json"))
-    done = subprocess.run([sys.executable, "-m", "cruncher.psfsub", str(path)], capture_output=True,
-                          text=True, timeout=900, env={**os.environ, **SINGLE_THREADED})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return Result.read(spec.result)
+    """Run a job through the backend's JobRunner: a process of its own with BLAS pinned to one
+    thread (pyKLIP forks a pool, which is not safe from a threaded process such as pytest)."""
+    job = PsfJob(id=spec.id, key=spec.id, algorithm=spec.algorithm, family="klip",
+                 priority=Priority.FIRST, dataset=spec.outdir, outdir=spec.outdir,
+                 inputs=spec.inputs, params=spec.params, timeout_s=900)
+    outcome = JobRunner(Path(spec.result).parent / "jobs").run(job, job.inputs, threading.Event())
+    assert outcome.ok, (outcome.reason, outcome.log)
+    return outcome.result
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +151,8 @@ def test_calibrated_contrast_and_a_fresh_fake_recovered_within_20_percent(sequen
     near = sorted(sidecar["planets"], key=lambda p: p["sep_px"])[2:4]
     fresh = {"sep_px": 0.5 * (near[0]["sep_px"] + near[1]["sep_px"]), "pa_deg": 300.0,
              "contrast": float(np.sqrt(near[0]["contrast"] * near[1]["contrast"]))}
-    result = run(replace(job(sequence, "fakes_L_0", planets=[fresh]), outdir=str(out / "fresh"),
-                         result=str(out / "fresh.json")))
+    result = run(replace(job(sequence, "fakes_L_0", planets=[fresh]), id="test:fresh",
+                         outdir=str(out / "fresh")))
     image, centre, _ = klip.kl_image(base, klip.DEFAULT_KL)
     fresh_image, _, _ = klip.kl_image(result.products[0].path, klip.DEFAULT_KL)
     [(sep, measured_factor)] = contrast.fake_throughput(fresh_image, image, centre, [fresh])

@@ -42,9 +42,9 @@ def test_an_arc_arriving_with_its_dark_waits_for_it(tmp_path, journal):
     thread = ReductionThread(queue_dir, tmp_path / "logs", journal=journal,
                              notify=finished.append, scan_s=0.2)
     raw = str(tmp_path / "S20160315S0007.fits")
-    # the arc first, in one burst with the dark (as one calibration instruction gives them)
-    thread.submit(_request("arc", "quick_wavecal", "b_qwc_S20160315S0007", raw, out))
-    thread.submit(_request("dark", "dark", "a_dark_S20160315S0006", raw, out))
+    # the arc first, submitted together with its dark (as one calibration instruction gives them)
+    thread.submit(_request("arc", "quick_wavecal", "b_qwc_S20160315S0007", raw, out),
+                  _request("dark", "dark", "a_dark_S20160315S0006", raw, out))
     thread.start()
     try:
         _wait_for(lambda: queue.find(queue_dir, "a_dark_S20160315S0006") is not None)

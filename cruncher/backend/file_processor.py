@@ -70,7 +70,7 @@ class _Work:
 
 
 class FileProcessor(threading.Thread):
-    def __init__(self, *, journal: Journal, submit_recipe: Callable[[RecipeRequest], None],
+    def __init__(self, *, journal: Journal, submit_recipe: Callable[..., None],
                  psf_queue, cubes: CubeRegistry, publish: Callable, calibrations: Path,
                  record_cube: Callable[[str, str], None] | None = None) -> None:
         super().__init__(name="file-processor", daemon=True)
@@ -174,7 +174,7 @@ class FileProcessor(threading.Thread):
     def _calibrations(self, work: _Work) -> None:
         ins = work.instruction
         darks: dict[float, list[str]] = {}
-        arcs: list[str] = []
+        requests: list[RecipeRequest | None] = []
         for raw in ins.files:
             try:
                 headers = read_headers(raw)
@@ -186,24 +186,27 @@ class FileProcessor(threading.Thread):
             if obstype == "DARK" and itime is not None:
                 darks.setdefault(round(float(itime), 3), []).append(raw)
             elif obstype == "ARC":
-                arcs.append(raw)
+                requests.append(self._calibration_recipe(work, "quick_wavecal", "b_qwc", [raw],
+                                                         "arc"))
             else:
                 work.failures[raw] = f"not handled: OBSTYPE {obstype or '?'} in calibration mode"
                 _log.warning("%s: not handled (OBSTYPE %s)", raw, obstype, extra={"path": raw})
-        # Darks first: an arc submitted before them would not be held back for its dark.
         for frames in darks.values():
-            self._calibration_recipe(work, "dark", "a_dark", sorted(frames), "dark")
-        for raw in arcs:
-            self._calibration_recipe(work, "quick_wavecal", "b_qwc", [raw], "arc")
+            requests.append(self._calibration_recipe(work, "dark", "a_dark", sorted(frames), "dark"))
+        # together, so that the reduction thread holds each arc back for its dark
+        ready = [r for r in requests if r is not None]
+        if ready:
+            self.submit_recipe(*ready)
 
     def _calibration_recipe(self, work: _Work, template: str, prefix: str, raws: list[str],
-                            kind: str) -> None:
+                            kind: str) -> RecipeRequest | None:
+        """Journal a calibration recipe and return it to submit (None: already done)."""
         stem = kw.stem(raws[-1])
         job_id = f"recipe:{template}:{stem}"
         existing = self.journal.get(job_id)
         if existing is not None and existing["state"] in ("done", "failed") \
                 and not work.instruction.force:
-            return
+            return None
         attempt = 0 if existing is None else (existing["tries"] or 0) + 1
         name = f"{prefix}_{stem}" + (f"_r{attempt}" if attempt else "")
         recipe = make_recipe(template, raws, self.calibrations)
@@ -213,8 +216,7 @@ class FileProcessor(threading.Thread):
             self.journal.set_state(job_id, "queued", tries=attempt, wait=False)
         work.recipes.add(name)
         self._by_recipe[name] = work.instruction.id
-        self.submit_recipe(RecipeRequest(name=name, recipe=recipe, kind=kind, raw=tuple(raws),
-                                         journal_id=job_id))
+        return RecipeRequest(name=name, recipe=recipe, kind=kind, raw=tuple(raws), journal_id=job_id)
 
     # --- outcomes -----------------------------------------------------------------------------
 

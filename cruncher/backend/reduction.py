@@ -91,8 +91,10 @@ class ReductionThread(threading.Thread):
 
     # --- called from other threads --------------------------------------------------------------
 
-    def submit(self, request: RecipeRequest) -> None:
-        self.inbox.put(request)
+    def submit(self, *requests: RecipeRequest) -> None:
+        """Run these recipes. Recipes submitted together are accepted earliest stage first, so an
+        arc is held back for the dark that came with it."""
+        self.inbox.put(sorted(requests, key=lambda r: STAGES[r.kind]))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
@@ -120,8 +122,8 @@ class ReductionThread(threading.Thread):
             except queue_module.Empty:
                 item = None
             try:
-                if isinstance(item, RecipeRequest):
-                    for request in self._with_waiting_requests(item):
+                if isinstance(item, list):
+                    for request in item:
                         self._accept(request)
                 elif isinstance(item, tuple):
                     self._on_file(Path(item[1]))
@@ -130,20 +132,6 @@ class ReductionThread(threading.Thread):
                     self._scan()
             except Exception:  # the thread must outlive any one recipe's trouble
                 _log.exception("reduction thread: unexpected error")
-
-    def _with_waiting_requests(self, first: RecipeRequest) -> list[RecipeRequest]:
-        """``first`` and every request already waiting behind it, earliest stage first, so that a
-        burst of recipes is held back as a whole (an arc is never queued before its dark)."""
-        batch, others = [first], []
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue_module.Empty:
-                break
-            (batch if isinstance(item, RecipeRequest) else others).append(item)
-        for item in others:
-            self.inbox.put(item)
-        return sorted(batch, key=lambda r: STAGES[r.kind])
 
     def _watch(self):
         from watchdog.events import FileSystemEventHandler

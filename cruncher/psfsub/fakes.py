@@ -107,14 +107,14 @@ def base_reduction(planet_type: str) -> str:
     return "klip_general" if planet_type == "L" else "klip_tdwarf"
 
 
-def run_fakes(job: JobFile, *, planets: list[dict] | None = None) -> Result:
+def run_fakes(job: JobFile) -> Result:
     """A job: one injection run (``job.params["name"]`` like ``fakes_L_0``).
 
-    The planets are the calibration spiral unless given, as ``planets`` here or in the job's
-    parameters: a list of ``{"sep_px", "pa_deg", "contrast"}``.
+    The planets are the calibration spiral unless the job's parameters name them as ``planets``:
+    a list of ``{"sep_px", "pa_deg", "contrast"}``.
     """
     name = job.params.get("name", job.algorithm)
-    planets = planets if planets is not None else job.params.get("planets")
+    planets = job.params.get("planets")
     planet_type, offset = parse_name(name)
     injected: list[dict] = []
 
