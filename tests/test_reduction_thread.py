@@ -58,3 +58,23 @@ def test_an_arc_arriving_with_its_dark_waits_for_it(tmp_path, journal):
         assert [f.request.name for f in finished] == ["a_dark_S20160315S0006"]
     finally:
         thread.stop()
+
+
+def test_a_cube_queued_before_its_dark_arrived_is_withdrawn_until_the_dark_is_done(tmp_path,
+                                                                                  journal):
+    queue_dir, out = tmp_path / "queue", tmp_path / "reduced"
+    thread = ReductionThread(queue_dir, tmp_path / "logs", journal=journal,
+                             notify=lambda _: None, scan_s=0.2)
+    raw = str(tmp_path / "S20160315S0008.fits")
+    thread.start()
+    try:
+        thread.submit(_request("cube", "spectral_science", "c_S20160315S0008", raw, out))
+        _wait_for(lambda: queue.find(queue_dir, "c_S20160315S0008") is not None)
+        thread.submit(_request("dark", "dark", "a_dark_S20160315S0004", raw, out))
+        _wait_for(lambda: queue.find(queue_dir, "a_dark_S20160315S0004") is not None)
+        _wait_for(lambda: queue.find(queue_dir, "c_S20160315S0008") is None)
+        assert [r.name for r in thread.held] == ["c_S20160315S0008"]
+        queue.finish(queue.claim(queue.find(queue_dir, "a_dark_S20160315S0004")[0]), ok=True)
+        _wait_for(lambda: queue.find(queue_dir, "c_S20160315S0008") is not None)
+    finally:
+        thread.stop()

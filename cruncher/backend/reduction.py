@@ -8,7 +8,9 @@ recipe's products must have.
 
 Recipes run in stages: darks, then quick wavecals (an arc needs its dark), then cubes (they need
 both). A recipe is held back while any recipe of an earlier stage is unfinished: several DRP
-workers run a queue in parallel, and a cube reduced before its night's dark exists would fail. A recipe stuck in ``.working.xml`` (a DRP that hung, a worker that died) is re-queued
+workers run a queue in parallel, and a cube reduced before its night's dark exists would fail; a
+recipe of a later stage still waiting in the queue when an earlier one arrives is withdrawn and
+held too. A recipe stuck in ``.working.xml`` (a DRP that hung, a worker that died) is re-queued
 when its worker is gone or after ``timeout_s``, at most ``max_requeues`` times, then failed.
 """
 from __future__ import annotations
@@ -175,6 +177,19 @@ class ReductionThread(threading.Thread):
         self.journal.set_state(request.journal_id, "queued", wait=False)
         if state in (queue.DONE, queue.FAILED):
             self._finish(request.name, state == queue.DONE)
+        else:
+            self._withdraw_later_stages(STAGES[request.kind])
+
+    def _withdraw_later_stages(self, stage: int) -> None:
+        """Put recipes of a later stage that no worker has claimed yet back on hold: a cube
+        queued before its night's dark arrived must not run while the dark is being made."""
+        for name, tracked in list(self.tracked.items()):
+            if STAGES[tracked.request.kind] > stage and tracked.state == queue.WAITING \
+                    and queue.withdraw(self.queue_dir, name):
+                with self._lock:
+                    del self.tracked[name]
+                self.held.append(tracked.request)
+                _log.info("recipe %s withdrawn until the earlier stage is done", name)
 
     def _on_file(self, path: Path) -> None:
         parsed = queue.state_of(path)

@@ -173,6 +173,19 @@ def claim(path: str | os.PathLike[str]) -> Path | None:
     return working
 
 
+def withdraw(queue_dir: str | os.PathLike[str], name: str) -> bool:
+    """Take a waiting recipe back out of the queue; False if a worker has claimed it already.
+
+    A claim renames the waiting file away, so exactly one of a claim and a withdrawal wins.
+    """
+    try:
+        os.unlink(path_for(queue_dir, name, WAITING))
+    except FileNotFoundError:
+        return False
+    _log.debug("withdrew recipe %s", name)
+    return True
+
+
 def finish(working_path: str | os.PathLike[str], ok: bool) -> Path:
     """Mark a working recipe ``done`` (``ok``) or ``failed``; returns the new path.
 
