@@ -42,6 +42,9 @@ REDUCTIONS: dict[str, dict[str, Any]] = {
 }
 #: The KL cutoff detections and contrast curves are measured at.
 DEFAULT_KL = 20
+#: KLIP engines a job may ask for (``engine``): cruncher's fast one, or pyKLIP's own.
+ENGINES = ("fast", "pyklip")
+DEFAULT_ENGINE = "fast"
 MIN_ROTATION_DEG = 0.5
 
 
@@ -51,9 +54,13 @@ def reduction_params(name: str, overrides: Mapping[str, Any] | None = None) -> d
         raise BadInputError(name, f"unknown KLIP reduction {name!r} (known: {', '.join(REDUCTIONS)})")
     params = dict(REDUCTIONS[name])
     for key, value in (overrides or {}).items():
-        if key in params or key in ("lite", "numthreads", "detection_kl"):
+        if key in params or key in ("lite", "numthreads", "detection_kl", "engine", "array"):
             params[key] = value
     params["numbasis"] = [int(k) for k in params["numbasis"]]
+    params.setdefault("engine", DEFAULT_ENGINE)
+    if params["engine"] not in ENGINES:
+        raise BadInputError(name, f"unknown KLIP engine {params['engine']!r} "
+                                  f"(known: {', '.join(ENGINES)})")
     return params
 
 
@@ -97,7 +104,6 @@ def run_reduction(name: str, inputs: tuple[str, ...], outdir: str, overrides: Ma
     ``inject(dataset)`` may add fake planets to pyKLIP's dataset before KLIP runs.
     """
     from pyklip.instruments.GPI import GPIData
-    from pyklip.parallelized import klip_dataset
 
     params = reduction_params(name, overrides)
     light = load_light(list(inputs))
@@ -105,7 +111,9 @@ def run_reduction(name: str, inputs: tuple[str, ...], outdir: str, overrides: Ma
     n_frames = light.n_cubes * light.cubes.shape[1]
     n_pix = light.cubes.shape[2] * light.cubes.shape[3]
     lite = params.get("lite")
-    if lite is None:
+    if params["engine"] == "fast":
+        lite = False      # the fast engine never holds the full cube
+    elif lite is None:
         lite = memory_needed(n_frames, light.cubes.shape[1], len(params["numbasis"]), n_pix) \
             > 0.6 * available_memory()
     threads = int(params.get("numthreads") or os.cpu_count() or 1)
@@ -115,17 +123,25 @@ def run_reduction(name: str, inputs: tuple[str, ...], outdir: str, overrides: Ma
     prefix = f"pyklip-{light.tag}-{params['label']}{prefix_extra}"
     Path(outdir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    klip_dataset(dataset, mode=params["mode"], outputdir=outdir, fileprefix=prefix,
-                 annuli=params["annuli"], subsections=params["subsections"],
-                 movement=params["movement"], numbasis=params["numbasis"], numthreads=threads,
-                 calibrate_flux=True, annuli_spacing=params["annuli_spacing"],
-                 maxnumbasis=params["maxnumbasis"], spectrum=params["spectrum"],
-                 highpass=params["highpass"], lite=bool(lite), time_collapse="mean",
-                 verbose=False)
+    common = dict(mode=params["mode"], outputdir=outdir, fileprefix=prefix,
+                  annuli=params["annuli"], subsections=params["subsections"],
+                  movement=params["movement"], numbasis=params["numbasis"], numthreads=threads,
+                  calibrate_flux=True, annuli_spacing=params["annuli_spacing"],
+                  maxnumbasis=params["maxnumbasis"], spectrum=params["spectrum"],
+                  highpass=params["highpass"])
+    if params["engine"] == "fast":
+        from cruncher.psfsub.fast.engine import klip_dataset as fast_klip_dataset
+
+        fast_klip_dataset(dataset, array=params.get("array"), **common)
+    else:
+        from pyklip.parallelized import klip_dataset
+
+        klip_dataset(dataset, lite=bool(lite), time_collapse="mean", verbose=False, **common)
     seconds = time.perf_counter() - start
     kl_cube = Path(outdir) / f"{prefix}-KLmodes-all.fits"
     if not kl_cube.exists():
         raise BadInputError(inputs[0], f"pyKLIP wrote no {kl_cube.name}")
+    _log.info("%s (%s engine) took %.1f s", name, params["engine"], seconds)
     facts = {"prefix": prefix, "kl_cube": str(kl_cube), "params": params, "lite": bool(lite),
              "klip_seconds": seconds, "speccubes": sorted(str(p) for p in Path(outdir).glob(
                  f"{prefix}-KL*-speccube.fits"))}
