@@ -25,6 +25,10 @@ import numpy as np
 
 from cruncher.psfsub.fast.sections import Section, good_references, movement
 
+#: Covariances and eigenvectors are float64: in float32 the KL-50 residual moved by 21 % of its
+#: RMS on the test sequence (the small eigenvalues are lost), in float64 by < 1e-3.
+PRECISION = np.float64
+
 
 @dataclass(frozen=True)
 class Frames:
@@ -70,19 +74,21 @@ def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
 
 
 def _top_eigenpairs(covs, count: int, xp: ModuleType):
-    """Largest ``count`` eigenpairs (descending) of each symmetric matrix in a list."""
-    if xp is np:
-        from scipy.linalg import eigh
+    """Largest ``count`` eigenpairs (descending) of each symmetric matrix in a list.
 
-        out = []
-        for cov in covs:
-            n = cov.shape[0]
-            k = min(count, n)
-            values, vectors = eigh(cov, subset_by_index=(n - k, n - 1), check_finite=False)
-            out.append((values[::-1], vectors[:, ::-1]))
-        return out
-    values, vectors = xp.linalg.eigh(xp.stack(covs))  # pragma: no cover - needs a GPU
-    return [(v[::-1][:count], w[:, ::-1][:, :count]) for v, w in zip(values, vectors)]
+    Matrices of one size go to LAPACK's divide and conquer (``syevd``) as one stack: for 300 x 300
+    it is faster than computing only the 50 wanted pairs with ``syevr``, and numpy and cupy share
+    the call.
+    """
+    out: list = [None] * len(covs)
+    sizes: dict[int, list[int]] = {}
+    for i, cov in enumerate(covs):
+        sizes.setdefault(cov.shape[0], []).append(i)
+    for members in sizes.values():
+        values, vectors = xp.linalg.eigh(xp.stack([covs[i] for i in members]))
+        for i, v, w in zip(members, values, vectors):
+            out[i] = (v[::-1][:count], w[:, ::-1][:, :count])
+    return out
 
 
 def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frames,
@@ -91,7 +97,7 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     gives NaN), or None when no science frame has a reference."""
     pix = xp.asarray(section.pixels)
     flat = aligned.reshape(len(aligned), -1)
-    data = flat[:, pix].astype(xp.float64)
+    data = flat[:, pix].astype(PRECISION)
     p = data.shape[1]
     nanpix = xp.isnan(data)
     centred = data - xp.nanmean(xp.where(nanpix.all(axis=1, keepdims=True), 0, data), axis=1,

@@ -61,7 +61,10 @@ def high_pass(images: np.ndarray, fwhm_or_true) -> np.ndarray:
 
     n, ny, nx = images.shape
     size = 10.0 if fwhm_or_true is True else (nx / float(fwhm_or_true)) / (2 * np.sqrt(2 * np.log(2)))
-    u, v = np.meshgrid(np.fft.fftfreq(nx), np.fft.fftfreq(ny))
+    import scipy.fft
+
+    # the filter is real and even, so the real transform gives pyKLIP's real(ifft2(fft2 * filter))
+    u, v = np.meshgrid(np.fft.rfftfreq(nx), np.fft.fftfreq(ny))
     rho = np.sqrt((u * nx) ** 2 + (v * ny) ** 2)
     filt = 1.0 - np.exp(-(rho ** 2 / size ** 2))
     nan = np.isnan(images)
@@ -77,7 +80,10 @@ def high_pass(images: np.ndarray, fwhm_or_true) -> np.ndarray:
         _, nearest = cKDTree(good).query(np.array([x[mask], y[mask]]).T.astype(float))
         for i in members:
             filled[i][mask] = images[i][~mask][nearest]
-    out = np.real(np.fft.ifft2(np.fft.fft2(filled) * filt)).astype(images.dtype)
+    out = np.empty_like(images)
+    for lo in range(0, n, BATCH):
+        spectrum = scipy.fft.rfft2(filled[lo:lo + BATCH], workers=-1) * filt
+        out[lo:lo + BATCH] = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
     out[nan] = np.nan
     return out
 

@@ -1,0 +1,61 @@
+"""The general KLIP reduction with the fast engine and with pyKLIP, side by side.
+
+    python bench/bench_klip_engines.py [--cubes 10 20 40] [--runs 3] [--pyklip-runs 3]
+
+Same standard dataset and job as ``bench_psfsub.py`` (40 simulated H-band cubes of 37 x 281 x
+281; subsets spread over the sequence; each job a ``python -m cruncher.psfsub`` process with BLAS
+pinned to one thread and two workers). For each size: wall time and peak memory (PSS of the
+process tree) of every run, their medians, and the ratio pyKLIP / fast. pyKLIP runs are long
+(minutes to most of an hour each): ``--pyklip-runs`` may be smaller than ``--runs``, and the
+results file says how many runs each median is of. Results go to
+``bench/results/<date>-klip-engines.json`` after every run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_psfsub import make_dataset, run_job, spread  # noqa: E402
+from common import save  # noqa: E402
+
+
+def summary(runs: list[dict]) -> dict:
+    if not runs:
+        return {"runs": 0}
+    return {"runs": len(runs), "median_wall_s": round(statistics.median(r["wall_s"] for r in runs), 1),
+            "median_peak_gb": round(statistics.median(r["peak_gb"] for r in runs), 2),
+            "all": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cubes", type=int, nargs="*", default=[10, 20, 40])
+    parser.add_argument("--runs", type=int, default=3, help="fast-engine runs per size")
+    parser.add_argument("--pyklip-runs", type=int, default=3, help="pyKLIP runs per size")
+    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "work" / "psfsub")
+    args = parser.parse_args()
+    cubes = make_dataset(args.workdir)
+    payload: dict = {"reduction": "klip_general", "sizes": {}}
+    for n in args.cubes:
+        inputs = spread(cubes, n)
+        entry = payload["sizes"].setdefault(str(n), {})
+        for engine, runs in (("fast", args.runs), ("pyklip", args.pyklip_runs)):
+            measured = []
+            for i in range(runs):
+                measured.append(run_job(args.workdir, "klip_general", inputs, {"engine": engine}))
+                print(f"{n} cubes, {engine} run {i + 1}/{runs}: {measured[-1]['wall_s']:.1f} s, "
+                      f"{measured[-1]['peak_gb']:.2f} GB", flush=True)
+                entry[engine] = summary(measured)
+                save("klip-engines", payload)
+        fast, ref = entry.get("fast", {}), entry.get("pyklip", {})
+        if fast.get("runs") and ref.get("runs"):
+            entry["speedup"] = round(ref["median_wall_s"] / fast["median_wall_s"], 2)
+            entry["memory_ratio"] = round(ref["median_peak_gb"] / fast["median_peak_gb"], 2)
+        print(save("klip-engines", payload), flush=True)
+
+
+if __name__ == "__main__":
+    main()
