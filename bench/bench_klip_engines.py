@@ -13,6 +13,7 @@ results file says how many runs each median is of. Results go to
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -20,6 +21,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_psfsub import make_dataset, run_job, spread  # noqa: E402
 from common import save  # noqa: E402
+
+
+def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int = 300,
+                  top: int = 50, cutoffs: int = 5) -> dict:
+    """Floating-point operations of one general reduction (ADI+SDI, 9 log annuli x 4 sections).
+
+    ``algorithm``: what pyKLIP's mathematics needs (covariances of all frames per section and
+    wavelength, the science frames' correlations, one 300 x 300 eigendecomposition per science
+    frame and section, the projections); ``resampling_dense``: what the fast engine also spends
+    aligning frames with dense (rather than banded) matrix products, in float32.
+    """
+    from cruncher.psfsub.fast.sections import sections
+
+    frames = cubes * wavelengths
+    pixels = sum(s.pixels.size for s in sections((size, size), (size // 2, size // 2), 9.06,
+                                                  size / 2 - 6, 9, 4, "log"))
+    covariance = wavelengths * frames ** 2 * pixels * 2
+    correlation = wavelengths * cubes * frames * pixels * 2
+    eigen = wavelengths * 36 * cubes * (4 / 3 + 2) * refs ** 3
+    projection = wavelengths * cubes * cutoffs * frames * pixels * 2
+    return {"pixels_per_wavelength": pixels, "covariance": covariance, "correlation": correlation,
+            "eigen": eigen, "projection": projection,
+            "algorithm": covariance + correlation + eigen + projection,
+            "resampling_dense": frames * wavelengths * 4 * size ** 3}
 
 
 def summary(runs: list[dict]) -> dict:
@@ -35,10 +60,14 @@ def main() -> None:
     parser.add_argument("--cubes", type=int, nargs="*", default=[10, 20, 40])
     parser.add_argument("--runs", type=int, default=3, help="fast-engine runs per size")
     parser.add_argument("--pyklip-runs", type=int, default=3, help="pyKLIP runs per size")
+    parser.add_argument("--append", type=Path, default=None,
+                        help="results file of an earlier run to add these sizes to")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "work" / "psfsub")
     args = parser.parse_args()
     cubes = make_dataset(args.workdir)
     payload: dict = {"reduction": "klip_general", "sizes": {}}
+    if args.append and args.append.exists():      # add to an earlier invocation's sizes
+        payload["sizes"] = json.loads(args.append.read_text()).get("sizes", {})
     for n in args.cubes:
         inputs = spread(cubes, n)
         entry = payload["sizes"].setdefault(str(n), {})
@@ -54,6 +83,7 @@ def main() -> None:
         if fast.get("runs") and ref.get("runs"):
             entry["speedup"] = round(ref["median_wall_s"] / fast["median_wall_s"], 2)
             entry["memory_ratio"] = round(ref["median_peak_gb"] / fast["median_peak_gb"], 2)
+        entry["flops"] = flop_estimate(n)
         print(save("klip-engines", payload), flush=True)
 
 

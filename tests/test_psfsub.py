@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,12 +13,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cruncher.backend.jobs import Priority, PsfJob
-from cruncher.backend.runner import JobRunner
 from cruncher.errors import BadInputError
 from cruncher.instruments.gpi.optics import LENSLET_SCALE
 from cruncher.psfsub import contrast, klip, snr
 from cruncher.psfsub.job import JobFile, Result
+from cruncher.testing.psfjobs import run_job
 
 pytestmark = pytest.mark.slow
 # Near the detection limit (KLIP's linear regime), on a star that passes 10 deg from the zenith,
@@ -50,14 +48,7 @@ def job(sequence, name: str, **params) -> JobFile:
 
 
 def run(spec: JobFile) -> Result:
-    """Run a job through the backend's JobRunner: a process of its own with BLAS pinned to one
-    thread (pyKLIP forks a pool, which is not safe from a threaded process such as pytest)."""
-    job = PsfJob(id=spec.id, key=spec.id, algorithm=spec.algorithm, family="klip",
-                 priority=Priority.FIRST, dataset=spec.outdir, outdir=spec.outdir,
-                 inputs=spec.inputs, params=spec.params, timeout_s=900)
-    outcome = JobRunner(Path(spec.result).parent / "jobs").run(job, job.inputs, threading.Event())
-    assert outcome.ok, (outcome.reason, outcome.log)
-    return outcome.result
+    return run_job(spec)
 
 
 @pytest.fixture(scope="module")

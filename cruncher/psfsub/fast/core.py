@@ -24,6 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from cruncher.psfsub.fast.sections import Section, good_references, movement
+from cruncher.xp import to_numpy
 
 #: Covariances and eigenvectors are float64: in float32 the KL-50 residual moved by 21 % of its
 #: RMS on the test sequence (the small eigenvalues are lost), in float64 by < 1e-3.
@@ -49,28 +50,20 @@ class Settings:
     spectrum: np.ndarray | None = None
 
 
-def smoothing_operator(size: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """scipy's 1-D Gaussian filter (reflect mode) as a matrix, and its support (0/1)."""
-    from scipy import ndimage
-
-    op = ndimage.gaussian_filter1d(np.eye(size), sigma, axis=0, mode="reflect")
-    return op.astype(np.float32), (op > 0).astype(np.float32)
-
-
 def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
-    """Each frame's section after pyKLIP's smoothing of the section's box; NaN -> 0. (F, p)."""
+    """Each frame's section after pyKLIP's smoothing of the section's box; NaN -> 0. (F, p).
+
+    The same call as pyKLIP's (``gaussian_filter`` of each frame's box, reflected at the box's
+    edges, NaNs spreading), made once for the stack of boxes."""
+    from cruncher.psfsub.fast.resample import ndimage_for
+
     y0, y1, x0, x1 = section.box
-    crop = aligned[:, y0:y1 + 1, x0:x1 + 1]
-    gy, sy = (xp.asarray(a) for a in smoothing_operator(y1 - y0 + 1, sigma))
-    gx, sx = (xp.asarray(a) for a in smoothing_operator(x1 - x0 + 1, sigma))
-    nan = xp.isnan(crop)
-    smooth = xp.matmul(xp.matmul(gy, xp.where(nan, 0, crop)), gx.T)
-    if bool(nan.any()):
-        spread = xp.matmul(xp.matmul(sy, nan.astype(xp.float32)), sx.T)
-        smooth[spread > 0] = 0
+    smooth = ndimage_for(xp).gaussian_filter(aligned[:, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
     ys, xs = np.divmod(section.pixels, aligned.shape[2])
     flat = (ys - y0) * (x1 - x0 + 1) + (xs - x0)
-    return smooth.reshape(len(crop), -1)[:, xp.asarray(flat)]
+    out = smooth.reshape(len(smooth), -1)[:, xp.asarray(flat)]
+    out[xp.isnan(out)] = 0
+    return out
 
 
 def _top_eigenpairs(covs, count: int, xp: ModuleType):
@@ -95,33 +88,37 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
                  settings: Settings, wv_index: int, xp: ModuleType = np):
     """Residuals (n_sci, n_cutoffs, p) of every science frame in one section (NaN where pyKLIP
     gives NaN), or None when no science frame has a reference."""
-    pix = xp.asarray(section.pixels)
     flat = aligned.reshape(len(aligned), -1)
-    data = flat[:, pix].astype(PRECISION)
-    p = data.shape[1]
-    nanpix = xp.isnan(data)
-    centred = data - xp.nanmean(xp.where(nanpix.all(axis=1, keepdims=True), 0, data), axis=1,
-                                keepdims=True)
+    p = section.pixels.size
+    pixels = xp.asarray(section.pixels)
+    # pixels NaN in every frame add nothing to any product (pyKLIP zeroes them): drop them early
+    used = xp.flatnonzero(~xp.isnan(flat[:, pixels]).all(axis=0))
+    centred = flat[:, pixels[used]].astype(PRECISION)
+    nanpix = xp.isnan(centred)
     centred[nanpix] = 0
-    used = xp.asarray(~nanpix.all(axis=0))       # all-NaN pixels add nothing to the products
-    cov = centred[:, used] @ centred[:, used].T / (p - 1)
+    finite = (~nanpix).sum(axis=1, keepdims=True)
+    centred -= centred.sum(axis=1, keepdims=True) / xp.maximum(finite, 1)
+    centred[nanpix] = 0
+    cov = centred @ centred.T / (p - 1)
     corr = _correlations(aligned, cov, sci_index, section, settings, xp)
     moves = movement(section.radius, frames.parangs[sci_index], frames.parangs,
                      frames.wvs[sci_index], frames.wvs)
     good = good_references(moves, settings.minmove, settings.mode, frames.wvs[sci_index],
                            frames.filenums[sci_index], frames.wvs, frames.filenums,
                            settings.spectrum, np.full(len(sci_index), wv_index))
-    chosen, weights, nan_rows = _models(cov, corr, good, sci_index, settings, p, xp)
+    chosen, nan_rows = _models(cov, corr, good, sci_index, settings, xp)
     if not chosen:
         return None
     # residual = science - (references' combination), for every cutoff of every science frame
     combos = xp.zeros((len(sci_index), len(settings.numbasis), len(aligned)), xp.float64)
     for row, (refs, w) in chosen.items():
         combos[row][:, xp.asarray(refs)] = w.T
-    model = (combos.reshape(-1, len(aligned)) @ centred).reshape(len(sci_index), -1, p)
-    sci = centred[xp.asarray(sci_index)]
-    residual = (sci[:, None, :] - model).astype(xp.float32)
-    residual[xp.broadcast_to(nanpix[xp.asarray(sci_index)][:, None, :], residual.shape)] = xp.nan
+    model = (combos.reshape(-1, len(aligned)) @ centred).reshape(len(sci_index), -1, used.size)
+    sci = xp.asarray(sci_index)
+    residual = xp.full((len(sci_index), len(settings.numbasis), p), xp.nan, xp.float32)
+    fitted = centred[sci][:, None, :] - model
+    fitted[xp.broadcast_to(nanpix[sci][:, None, :], fitted.shape)] = xp.nan
+    residual[:, :, used] = fitted
     skipped = [row for row in range(len(sci_index)) if row not in chosen]
     for row, cutoffs in nan_rows.items():
         residual[row, cutoffs] = xp.nan
@@ -146,9 +143,9 @@ def _correlations(aligned, cov, sci_index, section, settings: Settings, xp: Modu
     return corr
 
 
-def _models(cov, corr, good, sci_index, settings: Settings, p: int, xp: ModuleType):
+def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
     """Per science frame: its references and their weights (n_refs, n_cutoffs) in the model."""
-    corr_h = corr.get() if hasattr(corr, "get") else corr
+    corr_h = to_numpy(corr)
     picks: dict[int, np.ndarray] = {}
     for row in range(len(sci_index)):
         refs = np.flatnonzero(good[row])
@@ -158,9 +155,9 @@ def _models(cov, corr, good, sci_index, settings: Settings, p: int, xp: ModuleTy
             refs = refs[np.argsort(corr_h[row, refs])[-settings.maxnumbasis:]]
         picks[row] = refs
     if not picks:
-        return {}, None, {}
+        return {}, {}
     n_max = int(np.max(settings.numbasis))
-    subs = [cov[xp.asarray(refs)][:, xp.asarray(refs)] for refs in picks.values()]
+    subs = [cov[xp.ix_(xp.asarray(refs), xp.asarray(refs))] for refs in picks.values()]
     pairs = _top_eigenpairs(subs, n_max, xp)
     chosen, nan_rows = {}, {}
     for (row, refs), (values, vectors) in zip(picks.items(), pairs):
@@ -176,6 +173,6 @@ def _models(cov, corr, good, sci_index, settings: Settings, p: int, xp: ModuleTy
         weights = xp.cumsum(vectors * coef[None, :], axis=1)[:, xp.asarray(cutoffs)]
         chosen[row] = (refs, weights)
         if bool(bad.any()):
-            first_bad = int(np.flatnonzero(xp.asnumpy(bad) if xp is not np else bad)[0])
+            first_bad = int(np.flatnonzero(to_numpy(bad))[0])
             nan_rows[row] = np.flatnonzero(cutoffs >= first_bad)
-    return chosen, None, nan_rows
+    return chosen, nan_rows

@@ -88,13 +88,24 @@ def high_pass(images: np.ndarray, fwhm_or_true) -> np.ndarray:
     return out
 
 
+#: Derotation operators kept per process (about 13 MB each for 281 x 281 images).
+MAX_ROTATIONS = 64
+
+
 def _rotation(key, shape, xp):
+    """The derotation operator for (angle, centre x, centre y), built once and kept."""
     if key not in _ROTATIONS:
+        if len(_ROTATIONS) >= MAX_ROTATIONS:
+            _ROTATIONS.clear()
         angle, cx, cy = key
         task = _TASK
         _ROTATIONS[key] = resample.rotation_operator(shape, angle, (cx, cy), task.out_center,
                                                      task.flipx, xp)
     return _ROTATIONS[key]
+
+
+def _rotation_key(frame: int, center) -> tuple[float, float, float]:
+    return (float(_TASK.frames.parangs[frame]), float(center[0]), float(center[1]))
 
 
 def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: ModuleType = np):
@@ -108,10 +119,12 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
     center = centers.mean(axis=0)
     aligned = xp.empty((f, ny, nx), xp.float32)
     scales = ref_wv / task.frames.wvs[members]
+    contiguous = bool(np.all(np.diff(members) == 1))
     for lo in range(0, f, BATCH):
         part = members[lo:lo + BATCH]
+        pick = slice(part[0], part[-1] + 1) if contiguous else part   # a slice does not copy
         aligned[lo:lo + len(part)] = resample.align_and_scale(
-            xp.asarray(task.coeffs[part]), xp.asarray(task.nanmask[part]), centers[lo:lo + BATCH],
+            xp.asarray(task.coeffs[pick]), xp.asarray(task.nanmask[pick]), centers[lo:lo + BATCH],
             scales[lo:lo + BATCH], center, xp)
     frames = Frames(task.frames.parangs[members], task.frames.wvs[members],
                     task.frames.filenums[members])
@@ -133,8 +146,8 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
     total = xp.zeros((n_cut, ny, nx), xp.float64)
     count = xp.zeros((n_cut, ny, nx), xp.int32)
     for row, frame in enumerate(members[sci]):
-        key = (float(task.frames.parangs[frame]), float(center[0]), float(center[1]))
-        rotated = resample.rotate(out[row], _rotation(key, (ny, nx), xp), xp)
+        rotated = resample.rotate(out[row], _rotation(_rotation_key(frame, center), (ny, nx), xp),
+                                  xp)
         finite = xp.isfinite(rotated)
         total += xp.where(finite, rotated, 0)
         count += finite
@@ -153,6 +166,14 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
     _TASK = task
     _ROTATIONS.clear()
     try:
+        if "SDI" in task.settings.mode.upper():
+            # one centre for every wavelength: build the derotations before the workers fork, so
+            # they share one copy of them
+            members = groups[0][0]
+            center = task.centers[members].mean(axis=0)
+            shape = task.coeffs.shape[1:]
+            for frame in members[task.frames.wvs[members] == groups[0][2]]:
+                _rotation(_rotation_key(frame, center), shape, xp)
         if xp is not np or workers <= 1:
             for members, wv_index, ref_wv in groups:
                 yield wv_index, klip_wavelength(members, wv_index, ref_wv, xp)
@@ -205,6 +226,9 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
             raise ValueError(f"{spectrum!r} is not a spectral template (only 'methane' or an array)")
     images = np.asarray(dataset.input, np.float32)
     coeffs, nanmask = _coefficients(images)
+    shape = images.shape
+    # the workers need only the spline coefficients: park the frames on disk meanwhile
+    dataset.input = images = _park(images, outputdir)
     wvs32 = np.asarray(dataset.wvs, np.float32)
     task = Task(coeffs=coeffs, nanmask=nanmask, centers=np.asarray(dataset.centers, float),
                 frames=Frames(np.asarray(dataset.PAs, np.float32), wvs32,
@@ -216,13 +240,13 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
                 iwa=float(dataset.IWA), owa=getattr(dataset, "OWA", None), annuli=annuli,
                 subsections=subsections, spacing=annuli_spacing,
                 flipx=bool(getattr(dataset, "flipx", False)),
-                out_center=(int(images.shape[2] // 2), int(images.shape[1] // 2)))
+                out_center=(int(shape[2] // 2), int(shape[1] // 2)))
     unique = np.unique(wvs32)
-    everything = np.arange(len(images))
+    everything = np.arange(shape[0])
     groups = [(everything if "SDI" in mode.upper() else np.flatnonzero(wvs32 == wv), i, wv)
               for i, wv in enumerate(unique)]
     workers = max(1, min(int(numthreads or os.cpu_count() or 1), len(groups)))
-    sums = output.Sums(len(numbasis), len(unique), images.shape[1:])
+    sums = output.Sums(len(numbasis), len(unique), shape[1:])
     done = 0
     for wv_index, (total, count, _) in run_all(task, groups, workers, xp):
         sums.add(wv_index, total, count)
@@ -233,6 +257,17 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
                  annuli=annuli, subsections=subsections, movement=movement,
                  maxnumbasis=maxnumbasis, calibrate_flux=calibrate_flux, spectrum=spectrum,
                  highpass=highpass, outputdir=outputdir, fileprefix=fileprefix)
+
+
+def _park(images: np.ndarray, outputdir: str) -> np.ndarray:
+    """The same frames as a read-only memory map of a temporary file (removed once opened)."""
+    import tempfile
+
+    os.makedirs(outputdir or ".", exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=outputdir or ".", suffix=".npy") as tmp:
+        np.save(tmp, images)
+        tmp.flush()
+        return np.load(tmp.name, mmap_mode="r")
 
 
 def _coefficients(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

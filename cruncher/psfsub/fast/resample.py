@@ -68,31 +68,31 @@ def mirror(index, n: int):
     return np.where(index > n - 1, period - index, index)
 
 
-def axis_operators(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense 1-D interpolation and NaN-spreading operators for coordinates (B, m) on an axis of n.
+def axis_operators(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dense 1-D interpolation operators for coordinates (B, m) on an axis of n, and pyKLIP's NaN
+    test.
 
-    Returns ``weights`` (B, m, n) float32 with the spline weights, ``taps`` (B, m, n) float32 with 1
-    at the floor and ceil source pixels (pyKLIP's NaN test) and ``outside`` (B, m) bool for
-    coordinates beyond ``[0, n-1]`` (those become NaN).
+    Returns ``weights`` (B, m, n) float32 with the spline weights, the floor and ceil source pixels
+    (B, m) that pyKLIP checks for NaN, and ``outside`` (B, m) bool for coordinates beyond
+    ``[0, n-1]`` (those become NaN).
     """
     coords = np.asarray(coords, dtype=np.float64)
     batch, m = coords.shape
     floor = np.floor(coords)
-    frac = coords - floor
-    first = floor.astype(np.int64) - 1
-    taps_index = mirror(first[..., None] + np.arange(4), n)
-    weights = cubic_weights(frac)
+    taps_index = mirror(floor.astype(np.int64)[..., None] - 1 + np.arange(4), n)
     rows = (np.arange(batch)[:, None] * m + np.arange(m))[..., None]
-    dense = np.bincount((rows * n + taps_index).ravel(), weights.ravel(),
+    dense = np.bincount((rows * n + taps_index).ravel(), cubic_weights(coords - floor).ravel(),
                         minlength=batch * m * n).reshape(batch, m, n).astype(np.float32)
     lo = np.clip(floor, 0, n - 1).astype(np.int64)
     hi = np.clip(np.ceil(coords), 0, n - 1).astype(np.int64)
-    taps = np.zeros((batch, m, n), np.float32)
-    b_idx, r_idx = np.indices((batch, m))
-    taps[b_idx, r_idx, lo] = 1.0
-    taps[b_idx, r_idx, hi] = 1.0
-    outside = (coords < 0) | (coords > n - 1)
-    return dense, taps, outside
+    return dense, lo, hi, (coords < 0) | (coords > n - 1)
+
+
+def _spread_nan(nanmask, lo_y, hi_y, lo_x, hi_x, xp: ModuleType):
+    """pyKLIP's test: NaN where any of the four source pixels around the coordinate is NaN."""
+    take = xp.take_along_axis
+    rows = take(nanmask, lo_y[:, :, None], axis=1) | take(nanmask, hi_y[:, :, None], axis=1)
+    return take(rows, lo_x[:, None, :], axis=2) | take(rows, hi_x[:, None, :], axis=2)
 
 
 def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType = np):
@@ -105,12 +105,11 @@ def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType
     inv = 1.0 / np.asarray(scales, np.float64)[:, None]
     xs = (np.arange(nx)[None, :] - new_center[0]) * inv + np.asarray(centers)[:, 0:1]
     ys = (np.arange(ny)[None, :] - new_center[1]) * inv + np.asarray(centers)[:, 1:2]
-    wx, tx, outx = axis_operators(xs, nx)
-    wy, ty, outy = axis_operators(ys, ny)
-    wx, tx, wy, ty = (xp.asarray(a) for a in (wx, tx, wy, ty))
+    wx, lo_x, hi_x, outx = (xp.asarray(a) for a in axis_operators(xs, nx))
+    wy, lo_y, hi_y, outy = (xp.asarray(a) for a in axis_operators(ys, ny))
     out = xp.matmul(xp.matmul(wy, coeffs), wx.transpose(0, 2, 1))
-    spread = xp.matmul(xp.matmul(ty, nanmask.astype(xp.float32)), tx.transpose(0, 2, 1))
-    bad = (spread > 0) | xp.asarray(outy)[:, :, None] | xp.asarray(outx)[:, None, :]
+    bad = _spread_nan(nanmask, lo_y, hi_y, lo_x, hi_x, xp)
+    bad |= outy[:, :, None] | outx[:, None, :]
     out[bad] = xp.nan
     return out
 
