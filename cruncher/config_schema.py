@@ -73,7 +73,9 @@ class PsfSubSettings:
     cadi_workers: int = setting(1, "Worker threads running cADI jobs.", minimum=1)
     klip_workers: int = setting(1, "Worker threads running KLIP, injection and contrast jobs.",
                                 minimum=1)
-    engine: str = setting("pyklip", "KLIP engine.", choices=("pyklip", "fast"))
+    engine: str = setting("fast", "KLIP engine: cruncher's fast one, or pyKLIP's own "
+                                  "(same mathematics and files; see docs/figures.md).",
+                          choices=("fast", "pyklip"))
     job_timeout_s: float = setting(7200.0, "Wall-clock limit of one job.", minimum=1)
     max_tries: int = setting(3, "Attempts of a job that fails in a retryable way.", minimum=1)
     retry_backoff_s: float = setting(10.0, "Wait before the first retry; doubles each time.",

@@ -47,3 +47,17 @@ def test_every_datasets_general_klip_runs_before_anyones_fakes():
     for dataset in ("HD_95086", "beta_Pic", "HR_4796A"):
         mine = [n for d, n in order if d == dataset]
         assert len(mine) == 8 and mine.index("contrast") == 7   # after its own injections
+
+
+def test_the_klip_engine_setting_reaches_klip_jobs_and_an_instruction_may_override_it():
+    from dataclasses import replace
+
+    instruction, cubes = _dataset("engine")
+    jobs = plan_jobs(instruction, cubes, klip_engine="pyklip")
+    klip_family = [j for j in jobs if j.family == "klip" and j.params["name"] != "contrast"]
+    assert klip_family and all(j.params["engine"] == "pyklip" for j in klip_family)
+    assert all("engine" not in j.params for j in jobs if j.family == "cadi")
+    chosen = plan_jobs(replace(instruction, params={"engine": "fast"}), cubes, klip_engine="pyklip")
+    assert {j.params.get("engine") for j in chosen if j.family == "klip"} == {"fast"}
+    # the engine is part of the work: the same data with another engine is another job
+    assert {j.id for j in jobs}.isdisjoint({j.id for j in chosen if j.family == "klip"})

@@ -83,7 +83,8 @@ class Backend:
                                             psf_queue=self.psf_queue, cubes=self.cubes,
                                             publish=self.events.publish,
                                             calibrations=Path(s.paths.calibrations),
-                                            record_cube=self._record_cube)
+                                            record_cube=self._record_cube,
+                                            klip_engine=s.psfsub.engine)
         runner = JobRunner(Path(s.paths.logs) / "jobs", default_timeout_s=s.psfsub.job_timeout_s)
         self.workers = WorkerPool(psf_queue=self.psf_queue, journal=self.journal, runner=runner,
                                   on_finished=self._job_finished, resolve_inputs=self._inputs,

@@ -72,8 +72,10 @@ class _Work:
 class FileProcessor(threading.Thread):
     def __init__(self, *, journal: Journal, submit_recipe: Callable[..., None],
                  psf_queue, cubes: CubeRegistry, publish: Callable, calibrations: Path,
-                 record_cube: Callable[[str, str], None] | None = None) -> None:
+                 record_cube: Callable[[str, str], None] | None = None,
+                 klip_engine: str | None = None) -> None:
         super().__init__(name="file-processor", daemon=True)
+        self.klip_engine = klip_engine
         self.journal = journal
         self.submit_recipe = submit_recipe
         self.psf_queue = psf_queue
@@ -303,7 +305,7 @@ class FileProcessor(threading.Thread):
             return
         if ins.psfsub and len(cubes) < MIN_CUBES:
             work.failures["psfsub"] = f"{len(cubes)} cube(s): too few for PSF subtraction"
-        jobs = plan_jobs(ins, cubes)
+        jobs = plan_jobs(ins, cubes, klip_engine=self.klip_engine)
         states = self.journal.add_jobs([
             dict(job_id=job.id, kind="psf", key=job.key, parent_id=ins.id, payload=job.to_json(),
                  priority=int(job.priority), reset=ins.force) for job in jobs])

@@ -62,8 +62,10 @@ def _params(instruction: Instruction, algorithm: str) -> tuple[str, dict[str, An
 
 
 def _job(instruction: Instruction, algorithm: str, family: str, priority: Priority,
-         cubes: Sequence[str], depends_on: tuple[str, ...] = ()) -> PsfJob:
+         cubes: Sequence[str], depends_on: tuple[str, ...] = (),
+         defaults: Mapping[str, Any] | None = None) -> PsfJob:
     runs, params = _params(instruction, algorithm)
+    params = {**(defaults or {}), **params}
     job_id = f"{algorithm}:{_digest(instruction.outdir, sorted(cubes), runs, params)}"
     return PsfJob(id=job_id, key=job_id, algorithm=runs, family=family, priority=priority,
                   dataset=instruction.outdir, outdir=instruction.outdir, inputs=tuple(cubes),
@@ -71,8 +73,14 @@ def _job(instruction: Instruction, algorithm: str, family: str, priority: Priori
                   rank=instruction.priority, depends_on=depends_on)
 
 
-def plan_jobs(instruction: Instruction, cubes: Sequence[str]) -> list[PsfJob]:
-    """Every job of a full PSF subtraction of ``cubes`` as ``instruction`` asks for."""
+def plan_jobs(instruction: Instruction, cubes: Sequence[str], *,
+              klip_engine: str | None = None) -> list[PsfJob]:
+    """Every job of a full PSF subtraction of ``cubes`` as ``instruction`` asks for.
+
+    ``klip_engine`` (the ``psfsub.engine`` setting) is the KLIP engine of the KLIP reductions and
+    injection runs unless the instruction's parameters name one.
+    """
+    klip_defaults = {"engine": klip_engine} if klip_engine else {}
     if len(cubes) < MIN_CUBES:
         return []
     families = list(instruction.psfsub)
@@ -81,7 +89,9 @@ def plan_jobs(instruction: Instruction, cubes: Sequence[str]) -> list[PsfJob]:
     jobs: list[PsfJob] = []
     for family in families:
         for algorithm, queue_family, priority in PLAN[family]:
-            jobs.append(_job(instruction, algorithm, queue_family, priority, cubes))
+            defaults = klip_defaults if queue_family == "klip" else None
+            jobs.append(_job(instruction, algorithm, queue_family, priority, cubes,
+                             defaults=defaults))
         if family == "contrast":
             needed = tuple(j.id for j in jobs if j.params.get("name", "").startswith("fakes_")
                            or j.params.get("name") in ("klip_general", "klip_tdwarf"))

@@ -68,7 +68,7 @@ def _run(args, settings: Settings) -> int:
         return 2
     instruction = Instruction(files=tuple(cubes), outdir=str(args.outdir.absolute()),
                               level="cube", psfsub=tuple(args.only), params=_params(args.param))
-    planned = plan_jobs(instruction, cubes)
+    planned = plan_jobs(instruction, cubes, klip_engine=settings.psfsub.engine)
     if not planned:
         print("PSF subtraction needs at least 2 cubes")
         return 2
