@@ -47,6 +47,30 @@ def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int 
             "resampling_dense": frames * wavelengths * 4 * size ** 3}
 
 
+def agreement(fast: str, reference: str) -> dict:
+    """Per KL cutoff: difference RMS / reference residual RMS, NaN masks equal; and the SNR of the
+    dataset's planet (0.4", PA 60 deg) at KL 20 in both."""
+    import numpy as np
+    from astropy.io import fits
+
+    from cruncher.instruments.gpi.optics import LENSLET_SCALE
+    from cruncher.psfsub import klip, snr
+
+    ours, theirs = fits.getdata(fast), fits.getdata(reference)
+    out: dict = {"relative_rms": [], "nan_masks_equal": []}
+    for a, b in zip(ours, theirs):
+        valid = np.isfinite(a) & np.isfinite(b)
+        out["relative_rms"].append(float(np.sqrt(np.mean((a - b)[valid] ** 2) / np.mean(b[valid] ** 2))))
+        out["nan_masks_equal"].append(bool(np.array_equal(np.isnan(a), np.isnan(b))))
+    for name, path in (("snr_fast", fast), ("snr_pyklip", reference)):
+        image, centre, _ = klip.kl_image(path, klip.DEFAULT_KL)
+        sep = 0.4 / LENSLET_SCALE
+        x = int(round(centre[0] - sep * np.sin(np.radians(60.0))))
+        y = int(round(centre[1] + sep * np.cos(np.radians(60.0))))
+        out[name] = float(np.nanmax(snr.snr_map(image, centre)[y - 1:y + 2, x - 1:x + 2]))
+    return out
+
+
 def summary(runs: list[dict]) -> dict:
     if not runs:
         return {"runs": 0}
@@ -60,14 +84,23 @@ def main() -> None:
     parser.add_argument("--cubes", type=int, nargs="*", default=[10, 20, 40])
     parser.add_argument("--runs", type=int, default=3, help="fast-engine runs per size")
     parser.add_argument("--pyklip-runs", type=int, default=3, help="pyKLIP runs per size")
+    parser.add_argument("--compare", nargs=3, metavar=("CUBES", "FAST", "PYKLIP"),
+                        help="only compare two existing KL-mode cubes (fast, pyKLIP) of CUBES "
+                             "cubes and add the agreement to the --append results file")
     parser.add_argument("--append", type=Path, default=None,
                         help="results file of an earlier run to add these sizes to")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "work" / "psfsub")
     args = parser.parse_args()
-    cubes = make_dataset(args.workdir)
     payload: dict = {"reduction": "klip_general", "sizes": {}}
     if args.append and args.append.exists():      # add to an earlier invocation's sizes
         payload["sizes"] = json.loads(args.append.read_text()).get("sizes", {})
+    if args.compare:
+        n, fast, reference = args.compare
+        found = agreement(fast, reference)
+        payload["sizes"].setdefault(n, {})["agreement"] = found
+        print(n, "cubes:", found, "\n", save("klip-engines", payload))
+        return
+    cubes = make_dataset(args.workdir)
     for n in args.cubes:
         inputs = spread(cubes, n)
         entry = payload["sizes"].setdefault(str(n), {})
@@ -84,6 +117,9 @@ def main() -> None:
             entry["speedup"] = round(ref["median_wall_s"] / fast["median_wall_s"], 2)
             entry["memory_ratio"] = round(ref["median_peak_gb"] / fast["median_peak_gb"], 2)
         entry["flops"] = flop_estimate(n)
+        if fast.get("runs") and ref.get("runs"):
+            entry["agreement"] = agreement(fast["all"][-1]["kl_cube"], ref["all"][-1]["kl_cube"])
+            print(f"{n} cubes: agreement {entry['agreement']}", flush=True)
         print(save("klip-engines", payload), flush=True)
 
 

@@ -131,7 +131,7 @@ def run_job(work: Path, algorithm: str, inputs: list[str], params: dict | None =
     result = Result.read(spec.result)
     lite = next((p.extras.get("lite") for p in result.products if "lite" in p.extras), None)
     return {"wall_s": round(wall, 2), "peak_gb": round(memory.peak / 1e9, 2),
-            "timings": result.timings, "lite": lite}
+            "timings": result.timings, "lite": lite, "kl_cube": result.products[0].path}
 
 
 def bench_cadi(work: Path, cubes: list[str], runs: int) -> dict:

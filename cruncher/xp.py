@@ -54,3 +54,21 @@ def to_numpy(array: Any) -> np.ndarray:
 
 def name(xp: ModuleType) -> str:
     return "cupy" if xp is not np else "numpy"
+
+
+def ndimage_module(xp: ModuleType) -> ModuleType:
+    """scipy.ndimage for numpy arrays, cupyx.scipy.ndimage for cupy arrays."""
+    if xp is np:
+        from scipy import ndimage
+    else:  # pragma: no cover - needs a GPU
+        from cupyx.scipy import ndimage
+    return ndimage
+
+
+def sparse_module(xp: ModuleType) -> ModuleType:
+    """scipy.sparse for numpy arrays, cupyx.scipy.sparse for cupy arrays."""
+    if xp is np:
+        from scipy import sparse
+    else:  # pragma: no cover - needs a GPU
+        from cupyx.scipy import sparse
+    return sparse

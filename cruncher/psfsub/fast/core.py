@@ -24,7 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from cruncher.psfsub.fast.sections import Section, good_references, movement
-from cruncher.xp import to_numpy
+from cruncher.xp import ndimage_module, to_numpy
 
 #: Covariances and eigenvectors are float64: in float32 the KL-50 residual moved by 21 % of its
 #: RMS on the test sequence (the small eigenvalues are lost), in float64 by < 1e-3.
@@ -55,10 +55,8 @@ def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
 
     The same call as pyKLIP's (``gaussian_filter`` of each frame's box, reflected at the box's
     edges, NaNs spreading), made once for the stack of boxes."""
-    from cruncher.psfsub.fast.resample import ndimage_for
-
     y0, y1, x0, x1 = section.box
-    smooth = ndimage_for(xp).gaussian_filter(aligned[:, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
+    smooth = ndimage_module(xp).gaussian_filter(aligned[:, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
     ys, xs = np.divmod(section.pixels, aligned.shape[2])
     flat = (ys - y0) * (x1 - x0 + 1) + (xs - x0)
     out = smooth.reshape(len(smooth), -1)[:, xp.asarray(flat)]

@@ -57,12 +57,11 @@ _ROTATIONS: dict = {}
 
 def high_pass(images: np.ndarray, fwhm_or_true) -> np.ndarray:
     """pyKLIP's ``high_pass_filter`` of every frame (``highpass=True`` or a FWHM in pixels)."""
+    import scipy.fft
     from scipy.spatial import cKDTree
 
     n, ny, nx = images.shape
     size = 10.0 if fwhm_or_true is True else (nx / float(fwhm_or_true)) / (2 * np.sqrt(2 * np.log(2)))
-    import scipy.fft
-
     # the filter is real and even, so the real transform gives pyKLIP's real(ifft2(fft2 * filter))
     u, v = np.meshgrid(np.fft.rfftfreq(nx), np.fft.fftfreq(ny))
     rho = np.sqrt((u * nx) ** 2 + (v * ny) ** 2)
@@ -111,7 +110,7 @@ def _rotation_key(frame: int, center) -> tuple[float, float, float]:
 def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: ModuleType = np):
     """KLIP at one wavelength of the frames ``members`` (all frames for SDI, one wavelength's for
     ADI); returns the derotated residuals summed over science frames and their counts, both
-    (n_cutoffs, Y, X), and the science frames' indices."""
+    (n_cutoffs, Y, X)."""
     task = _TASK
     members = np.asarray(members)
     f, ny, nx = len(members), *task.coeffs.shape[1:]
@@ -151,7 +150,7 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
         finite = xp.isfinite(rotated)
         total += xp.where(finite, rotated, 0)
         count += finite
-    return to_numpy(total), to_numpy(count), members[sci]
+    return to_numpy(total), to_numpy(count)
 
 
 def _worker(args):
@@ -200,8 +199,8 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
                  annuli: int = 5, subsections: int = 4, movement: float = 3, numbasis=None,
                  numthreads: int | None = None, calibrate_flux: bool = False,
                  annuli_spacing: str = "constant", maxnumbasis: int | None = None,
-                 corr_smooth: float = 1, spectrum=None, highpass=False, array: str | None = None,
-                 **_ignored) -> None:
+                 corr_smooth: float = 1, spectrum=None, highpass=False,
+                 array: str | None = None) -> None:
     """pyKLIP's ``klip_dataset`` (KLIP algorithm, mean collapses) with the fast engine.
 
     Writes ``<prefix>-KLmodes-all.fits`` and, with more than one wavelength,
@@ -248,7 +247,7 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
     workers = max(1, min(int(numthreads or os.cpu_count() or 1), len(groups)))
     sums = output.Sums(len(numbasis), len(unique), shape[1:])
     done = 0
-    for wv_index, (total, count, _) in run_all(task, groups, workers, xp):
+    for wv_index, (total, count) in run_all(task, groups, workers, xp):
         sums.add(wv_index, total, count)
         done += 1
         _log.info("fast KLIP: wavelength %d/%d done", done, len(unique))
@@ -277,15 +276,4 @@ def _coefficients(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c, m = resample.spline_coefficients(images[lo:lo + BATCH])
         coeffs[lo:lo + BATCH], nanmask[lo:lo + BATCH] = c, m
     return coeffs, nanmask
-
-
-def rotated_wcs(dataset):
-    """The output WCS pyKLIP gives: each frame's WCS turned by its derotation angle."""
-    from pyklip.klip import _rotate_wcs_hdr
-
-    out = np.array([w.deepcopy() if w is not None else None for w in dataset.wcs])
-    for angle, wcs in zip(dataset.PAs, out):
-        if wcs is not None:
-            _rotate_wcs_hdr(wcs, angle, flipx=bool(getattr(dataset, "flipx", False)))
-    return out
 

@@ -58,7 +58,6 @@ def klip_params(mode, annuli, subsections, movement, numbasis, maxnumbasis, cali
 def write(dataset, sums: Sums, *, numbasis, template, mode, annuli, subsections, movement,
           maxnumbasis, calibrate_flux, spectrum, highpass, outputdir, fileprefix) -> None:
     from cruncher import __version__
-    from cruncher.psfsub.fast.engine import rotated_wcs
 
     ny, nx = sums.shape
     centre = [int(nx // 2), int(ny // 2)]
@@ -90,4 +89,15 @@ def write(dataset, sums: Sums, *, numbasis, template, mode, annuli, subsections,
                      klipparams=dataset.klipparams.format(
                          numbasis="[" + " ".join(str(k) for k in numbasis) + "]"),
                      filetype="KL Mode Cube", zaxis=list(numbasis))
+
+
+def rotated_wcs(dataset):
+    """The output WCS pyKLIP gives: each frame's WCS turned by its derotation angle."""
+    from pyklip.klip import _rotate_wcs_hdr
+
+    out = np.array([w.deepcopy() if w is not None else None for w in dataset.wcs])
+    for angle, wcs in zip(dataset.PAs, out):
+        if wcs is not None:
+            _rotate_wcs_hdr(wcs, angle, flipx=bool(getattr(dataset, "flipx", False)))
+    return out
 

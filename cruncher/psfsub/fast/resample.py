@@ -21,21 +21,7 @@ from types import ModuleType
 
 import numpy as np
 
-
-def ndimage_for(xp: ModuleType):
-    if xp is np:
-        from scipy import ndimage
-    else:  # pragma: no cover - needs a GPU
-        from cupyx.scipy import ndimage
-    return ndimage
-
-
-def sparse_for(xp: ModuleType):
-    if xp is np:
-        from scipy import sparse
-    else:  # pragma: no cover - needs a GPU
-        from cupyx.scipy import sparse
-    return sparse
+from cruncher.xp import ndimage_module, sparse_module
 
 
 def spline_coefficients(frames, xp: ModuleType = np):
@@ -46,7 +32,7 @@ def spline_coefficients(frames, xp: ModuleType = np):
     if bool(nan.any()):
         medians = xp.nanmedian(frames.reshape(len(frames), -1), axis=1)
         filled = xp.where(nan, medians[:, None, None].astype(xp.float32), frames)
-    nd = ndimage_for(xp)
+    nd = ndimage_module(xp)
     out = nd.spline_filter1d(filled, 3, axis=1, output=xp.float64, mode="constant")
     out = nd.spline_filter1d(out, 3, axis=2, output=xp.float64, mode="constant")
     return out.astype(xp.float32), nan
@@ -136,7 +122,7 @@ def rotation_operator(shape: tuple[int, int], angle_deg: float, center, new_cent
     rows = np.repeat(np.arange(xs.size), 16)
     cols = (iy[:, :, None] * nx + ix[:, None, :]).ravel()
     vals = (wy[:, :, None] * wx[:, None, :]).ravel()
-    sp = sparse_for(np)
+    sp = sparse_module(np)
     interp = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(xs.size, xs.size))
     lo_x, hi_x = np.clip(fx, 0, nx - 1), np.clip(np.ceil(xs), 0, nx - 1)
     lo_y, hi_y = np.clip(fy, 0, ny - 1), np.clip(np.ceil(ys), 0, ny - 1)
@@ -145,7 +131,7 @@ def rotation_operator(shape: tuple[int, int], angle_deg: float, center, new_cent
                           (np.repeat(np.arange(xs.size), 4), corners.ravel().astype(np.int64))),
                          shape=(xs.size, xs.size))
     if xp is not np:  # pragma: no cover - needs a GPU
-        spx = sparse_for(xp)
+        spx = sparse_module(xp)
         interp, test = spx.csr_matrix(interp), spx.csr_matrix(test)
     return interp, test, xp.asarray(outside)
 
