@@ -47,9 +47,31 @@ def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int 
             "resampling_dense": frames * wavelengths * 4 * size ** 3}
 
 
-def agreement(fast: str, reference: str) -> dict:
-    """Per KL cutoff: difference RMS / reference residual RMS, NaN masks equal; and the SNR of the
-    dataset's planet (0.4", PA 60 deg) at KL 20 in both."""
+def field_radius(inputs: list[str]) -> float:
+    """Radius (pixels) about the star inside which every frame has data after being scaled to any
+    wavelength: the largest circle inside every cube's data, shrunk by shortest / longest
+    wavelength. Beyond it (the image corners) some references are zero-filled, the reference
+    covariances become nearly singular at high KL modes, and pyKLIP's own lite and full modes
+    disagree with each other by more than the tolerance."""
+    import numpy as np
+
+    from cruncher.psfsub.dataset import load
+
+    light = load(inputs)
+    inner = np.inf
+    for cube, centres in zip(light.cubes, light.centers):
+        for image, (cx, cy) in zip(cube, centres):
+            y, x = np.nonzero(~np.isfinite(image))
+            ny, nx = image.shape
+            edges = [cx, nx - 1 - cx, cy, ny - 1 - cy]
+            inner = min(inner, *edges, *(np.hypot(x - cx, y - cy) if x.size else []))
+    return float(inner * light.wavelengths.min() / light.wavelengths.max())
+
+
+def agreement(fast: str, reference: str, field: float | None = None) -> dict:
+    """Per KL cutoff: difference RMS / reference residual RMS over all pixels valid in both (the
+    acceptance measure) and, given ``field``, within that radius; NaN masks equal; and the SNR of
+    the dataset's planet (0.4", PA 60 deg) at KL 20 in both."""
     import numpy as np
     from astropy.io import fits
 
@@ -58,9 +80,16 @@ def agreement(fast: str, reference: str) -> dict:
 
     ours, theirs = fits.getdata(fast), fits.getdata(reference)
     out: dict = {"relative_rms": [], "nan_masks_equal": []}
+    y, x = np.indices(ours.shape[1:])
+    _, centre, _ = klip.kl_image(reference, klip.DEFAULT_KL)
+    inside = np.hypot(x - centre[0], y - centre[1]) <= (field if field is not None else np.inf)
+    if field is not None:
+        out.update(field_radius_px=round(field, 1), relative_rms_field=[])
     for a, b in zip(ours, theirs):
         valid = np.isfinite(a) & np.isfinite(b)
-        out["relative_rms"].append(float(np.sqrt(np.mean((a - b)[valid] ** 2) / np.mean(b[valid] ** 2))))
+        out["relative_rms"].append(_relative_rms(a, b, valid))
+        if field is not None:
+            out["relative_rms_field"].append(_relative_rms(a, b, valid & inside))
         out["nan_masks_equal"].append(bool(np.array_equal(np.isnan(a), np.isnan(b))))
     for name, path in (("snr_fast", fast), ("snr_pyklip", reference)):
         image, centre, _ = klip.kl_image(path, klip.DEFAULT_KL)
@@ -69,6 +98,12 @@ def agreement(fast: str, reference: str) -> dict:
         y = int(round(centre[1] + sep * np.cos(np.radians(60.0))))
         out[name] = float(np.nanmax(snr.snr_map(image, centre)[y - 1:y + 2, x - 1:x + 2]))
     return out
+
+
+def _relative_rms(a, b, where) -> float:
+    import numpy as np
+
+    return float(np.sqrt(np.mean((a - b)[where] ** 2) / np.mean(b[where] ** 2)))
 
 
 def summary(runs: list[dict]) -> dict:
@@ -87,28 +122,35 @@ def main() -> None:
     parser.add_argument("--compare", nargs=3, metavar=("CUBES", "FAST", "PYKLIP"),
                         help="only compare two existing KL-mode cubes (fast, pyKLIP) of CUBES "
                              "cubes and add the agreement to the --append results file")
+    parser.add_argument("--label", default=None,
+                        help="with --compare: store as agreement_<label> (e.g. pyklip-lite-vs-full)")
     parser.add_argument("--append", type=Path, default=None,
                         help="results file of an earlier run to add these sizes to")
+    parser.add_argument("--keep-pyklip-runs", action="store_true",
+                        help="with --append: count that file's pyKLIP runs in the medians too "
+                             "(pyKLIP's code does not change between invocations)")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "work" / "psfsub")
     args = parser.parse_args()
     payload: dict = {"reduction": "klip_general", "sizes": {}}
     if args.append and args.append.exists():      # add to an earlier invocation's sizes
         payload["sizes"] = json.loads(args.append.read_text()).get("sizes", {})
+    cubes = make_dataset(args.workdir)
     if args.compare:
         n, fast, reference = args.compare
-        found = agreement(fast, reference)
-        payload["sizes"].setdefault(n, {})["agreement"] = found
+        found = agreement(fast, reference, field_radius(spread(cubes, int(n))))
+        key = f"agreement_{args.label}" if args.label else "agreement"
+        payload["sizes"].setdefault(n, {})[key] = found
         print(n, "cubes:", found, "\n", save("klip-engines", payload))
         return
-    cubes = make_dataset(args.workdir)
     for n in args.cubes:
         inputs = spread(cubes, n)
         entry = payload["sizes"].setdefault(str(n), {})
         for engine, runs in (("fast", args.runs), ("pyklip", args.pyklip_runs)):
-            measured = []
-            for i in range(runs):
+            earlier = entry.get(engine, {}).get("all", [])
+            measured = list(earlier) if engine == "pyklip" and args.keep_pyklip_runs else []
+            for i in range(len(measured), len(measured) + runs):
                 measured.append(run_job(args.workdir, "klip_general", inputs, {"engine": engine}))
-                print(f"{n} cubes, {engine} run {i + 1}/{runs}: {measured[-1]['wall_s']:.1f} s, "
+                print(f"{n} cubes, {engine} run {i + 1}: {measured[-1]['wall_s']:.1f} s, "
                       f"{measured[-1]['peak_gb']:.2f} GB", flush=True)
                 entry[engine] = summary(measured)
                 save("klip-engines", payload)
@@ -117,8 +159,10 @@ def main() -> None:
             entry["speedup"] = round(ref["median_wall_s"] / fast["median_wall_s"], 2)
             entry["memory_ratio"] = round(ref["median_peak_gb"] / fast["median_peak_gb"], 2)
         entry["flops"] = flop_estimate(n)
-        if fast.get("runs") and ref.get("runs"):
-            entry["agreement"] = agreement(fast["all"][-1]["kl_cube"], ref["all"][-1]["kl_cube"])
+        products = [e["all"][-1]["kl_cube"] for e in (fast, ref) if e.get("runs")]
+        if len(products) == 2 and all(Path(p).exists() for p in products):
+            entry["agreement"] = agreement(fast["all"][-1]["kl_cube"], ref["all"][-1]["kl_cube"],
+                                           field_radius(inputs))
             print(f"{n} cubes: agreement {entry['agreement']}", flush=True)
         print(save("klip-engines", payload), flush=True)
 

@@ -74,11 +74,19 @@ def axis_operators(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, 
     return dense, lo, hi, (coords < 0) | (coords > n - 1)
 
 
+def _or_rows(mask, lo, hi, xp: ModuleType):
+    """(B, m, X): ``mask[b, lo[b, i]] | mask[b, hi[b, i]]``, gathering whole rows (fast)."""
+    batch, ny, nx = mask.shape
+    flat = mask.reshape(batch * ny, nx)
+    base = (xp.arange(batch) * ny)[:, None]
+    return (flat[(base + lo).ravel()] | flat[(base + hi).ravel()]).reshape(batch, -1, nx)
+
+
 def _spread_nan(nanmask, lo_y, hi_y, lo_x, hi_x, xp: ModuleType):
     """pyKLIP's test: NaN where any of the four source pixels around the coordinate is NaN."""
-    take = xp.take_along_axis
-    rows = take(nanmask, lo_y[:, :, None], axis=1) | take(nanmask, hi_y[:, :, None], axis=1)
-    return take(rows, lo_x[:, None, :], axis=2) | take(rows, hi_x[:, None, :], axis=2)
+    rows = _or_rows(nanmask, lo_y, hi_y, xp)
+    both = _or_rows(xp.ascontiguousarray(rows.transpose(0, 2, 1)), lo_x, hi_x, xp)
+    return both.transpose(0, 2, 1)
 
 
 def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType = np):
