@@ -104,8 +104,9 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     good = good_references(moves, settings.minmove, settings.mode, frames.wvs[sci_index],
                            frames.filenums[sci_index], frames.wvs, frames.filenums,
                            settings.spectrum, np.full(len(sci_index), wv_index))
-    # pyKLIP drops references with fewer than 5 finite pixels in the section
-    good &= to_numpy(finite[:, 0] >= 5)[None, :]
+    # pyKLIP drops references with fewer than 5 finite pixels, counted after its NaNs became 0:
+    # so every reference when the section has fewer than 5 pixels, and none otherwise
+    good &= p >= 5
     chosen, nan_rows = _models(cov, corr, good, sci_index, settings, xp)
     if not chosen:
         return None
