@@ -64,6 +64,27 @@ def test_high_pass_is_pyklips():
         assert_same(ours[k], high_pass_filter(images[k].copy(), size), 1e-5)
 
 
+@pytest.mark.parametrize("refs, pixels", [(2, 50), (30, 400), (300, 2000), (300, 120)])
+def test_top_eigenpairs_are_lapacks(refs, pixels):
+    """The CPU eigen step (sytrd + stemr + ormqr) against numpy's full eigh, including a
+    rank-deficient covariance (more references than pixels) and fewer references than modes."""
+    from cruncher.psfsub.fast.core import _top_eigenpairs
+
+    rng = np.random.default_rng(refs + pixels)
+    data = rng.standard_normal((refs, pixels)) * np.exp(-np.arange(pixels) / 60)[None, :]
+    cov = data @ data.T / (pixels - 1)
+    (values, vectors), = _top_eigenpairs([cov], 50, np)
+    want_values, want_vectors = np.linalg.eigh(cov)
+    k = min(50, refs)
+    scale = want_values.max()
+    assert values.shape == (k,) and vectors.shape == (refs, k)
+    assert np.allclose(values, want_values[::-1][:k], rtol=0, atol=1e-12 * scale)
+    good = want_values[::-1][:k] > 1e-9 * scale       # vectors of a null space are arbitrary
+    projection = vectors[:, good] @ vectors[:, good].T
+    wanted = want_vectors[:, ::-1][:, :k][:, good]
+    assert np.allclose(projection, wanted @ wanted.T, atol=1e-9)
+
+
 def test_a_section_of_under_five_pixels_gets_no_references():
     """pyKLIP drops references with fewer than 5 finite pixels in a section, counted after their
     NaNs were set to 0: a section of 4 pixels has no references (stays NaN), one of 5 has, even

@@ -19,6 +19,7 @@ fewer operations:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
@@ -67,10 +68,11 @@ def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
 def _top_eigenpairs(covs, count: int, xp: ModuleType):
     """Largest ``count`` eigenpairs (descending) of each symmetric matrix in a list.
 
-    Matrices of one size go to LAPACK's divide and conquer (``syevd``) as one stack: for 300 x 300
-    it is faster than computing only the 50 wanted pairs with ``syevr`` (pyKLIP's call), which
-    brought the results no closer to pyKLIP's, and numpy and cupy share the call.
+    On the CPU each matrix goes to :func:`_top_eigenpairs_lapack`; on a GPU matrices of one size
+    go to cupy's batched ``eigh`` as one stack.
     """
+    if xp is np:
+        return [_top_eigenpairs_lapack(cov, count) for cov in covs]
     out: list = [None] * len(covs)
     sizes: dict[int, list[int]] = {}
     for i, cov in enumerate(covs):
@@ -80,6 +82,40 @@ def _top_eigenpairs(covs, count: int, xp: ModuleType):
         for i, v, w in zip(members, values, vectors):
             out[i] = (v[::-1][:count], w[:, ::-1][:, :count])
     return out
+
+
+@lru_cache(maxsize=None)
+def _tridiagonal_workspace(n: int) -> int:
+    from scipy.linalg import lapack
+
+    return int(lapack.dsytrd_lwork(n, lower=1)[0])
+
+
+def _top_eigenpairs_lapack(cov: np.ndarray, count: int):
+    """The top ``count`` eigenpairs as LAPACK's ``syevr`` finds them (pyKLIP calls it through
+    ``scipy.linalg.eigh(subset_by_index=...)``), in its three steps: the blocked tridiagonal
+    reduction (``sytrd``), relatively robust representations for the wanted pairs only
+    (``stemr``), and the back-transformation of only those vectors (``ormqr``, as ``ormtr``
+    does). Faster than divide and conquer for all pairs (``syevd``: 8 % of the whole job at 20
+    cubes) and than scipy's ``syevr``, whose small default workspace leaves the reduction
+    unblocked."""
+    from scipy.linalg import eigh_tridiagonal, lapack
+
+    n = cov.shape[0]
+    k = min(count, n)
+    if n < 3:
+        values, vectors = np.linalg.eigh(cov)
+        return values[::-1][:k], vectors[:, ::-1][:, :k]
+    # a copy in Fortran order (the matrix is symmetric) that LAPACK may overwrite
+    reduced, diag, off, tau, info = lapack.dsytrd(np.array(cov, order="F"), lower=1,
+                                                  lwork=_tridiagonal_workspace(n), overwrite_a=1)
+    values, vectors = eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1),
+                                       check_finite=False, lapack_driver="stemr")
+    vectors[1:], _, info = lapack.dormqr("L", "N", reduced[1:, :n - 1], tau, vectors[1:],
+                                         lwork=64 * k, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"ormqr failed ({info})")
+    return values[::-1], vectors[:, ::-1]
 
 
 def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frames,
