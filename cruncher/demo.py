@@ -107,6 +107,7 @@ def _recipe_stages(engine, settings, truth) -> list[list[tuple[str, object]]]:
     queued once that product exists.
     """
     from cruncher.db import queries
+    from cruncher.instruments.gpi import keywords as kw
     from cruncher.recipes.templates import make_recipe
 
     cal = Path(settings.paths.calibrations)
@@ -123,8 +124,8 @@ def _recipe_stages(engine, settings, truth) -> list[list[tuple[str, object]]]:
             if k["kind"] == "arc"]
     cubes = []
     for row in queries.find_raw(engine, obstype="OBJECT"):   # bad frames are left out
-        out = Path(settings.paths.reduced) / row["object"].replace(" ", "_") / "autoreduced" / \
-            f"{row['date_obs']:%Y%m%d}_{row['band']}_Spec"
+        date = f"{row['date_obs']:%Y%m%d}"
+        out = Path(settings.paths.reduced) / kw.dataset_dir(row["object"], date, row["band"], "spec")
         cubes.append(named("003_cube", "spectral_science", [Path(row["path"])], out))
     return [darks, arcs, cubes]
 

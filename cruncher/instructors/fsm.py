@@ -8,9 +8,9 @@ The machine follows the observing night as the Data Cruncher's did:
 
 - a spectral science frame of the same target, band and mode as the open sequence (and within
   ``gap`` of its last frame) extends it: reduce its cube and update the quicklook;
-- a science frame of another target, band or mode, or after a gap, finishes the open sequence
-  (full PSF subtraction of all its cubes) and opens a new one; so does a tick ``gap`` after the
-  last frame;
+- a science frame of another target, band or mode, or one taken ``gap`` after the sequence's last
+  (by the headers' times), finishes the open sequence (full PSF subtraction of all its cubes) and
+  opens a new one; a tick saying no frame has arrived for ``gap`` finishes it too;
 - darks accumulate while they share an exposure time; the run is combined when anything else
   arrives, a dark of another exposure time, or a gap;
 - an arc snapshot is solved at once, before the science frames after it are reduced;
@@ -50,12 +50,16 @@ class Frame:
     itime: float
     mjd: float
     bad: bool = False
+    object: str = ""        # OBJECT as written, for the output directory
+    date: str = ""          # DATE-OBS as YYYYMMDD
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, bad: bool = False) -> Frame:
+        date = row["date_obs"]
         return cls(name=row["filename"], path=row["path"], obstype=str(row["obstype"]).upper(),
                    object_key=row["object_key"], band=row["band"], mode=row["mode"],
-                   itime=float(row["itime"]), mjd=float(row["mjd_obs"]), bad=bad)
+                   itime=float(row["itime"]), mjd=float(row["mjd_obs"]), bad=bad,
+                   object=row["object"], date=date.strftime("%Y%m%d") if date else "")
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -190,7 +194,6 @@ class _Runs:
 
     sequence: list[Frame] = field(default_factory=list)
     darks: list[Frame] = field(default_factory=list)
-    last_mjd: float | None = None      # of the last frame of any kind
 
 
 @dataclass
@@ -210,10 +213,7 @@ class Machine:
         """A new frame (in time order): the actions it causes."""
         event, detail = self._event(frame)
         self._reason = detail
-        actions = self._apply(event, frame)
-        if self.runs.last_mjd is None or frame.mjd > self.runs.last_mjd:
-            self.runs.last_mjd = frame.mjd
-        return actions
+        return self._apply(event, frame)
 
     def feed_all(self, frames) -> list[Action]:
         """Frames that arrived together (a sync delivering several at once): in time order,
@@ -223,10 +223,11 @@ class Machine:
             actions.extend(self.feed(frame))
         return actions
 
-    def tick(self, now_mjd: float) -> list[Action]:
-        """Time passes: runs idle for longer than the gap are closed."""
-        last = self.runs.last_mjd
-        if last is None or (now_mjd - last) * _MIN_PER_DAY <= self.gap_min:
+    def tick(self, idle_min: float) -> list[Action]:
+        """Time passes: ``idle_min`` minutes since the last frame *arrived* (the clock of the
+        night, not of the headers: a night replayed or synced late still times out properly).
+        Past the gap, the open runs are closed."""
+        if self.state is State.IDLE or idle_min <= self.gap_min:
             return []
         self._reason = f"no new frame for {self.gap_min:g} min"
         return self._apply(Event.TIMEOUT, None)

@@ -85,3 +85,10 @@ def is_fits_name(path: str | Path) -> bool:
 def normalise_object(name: str | None) -> str:
     """A key that matches ``HD 95086``, ``HD95086`` and ``hd_95086`` to each other."""
     return re.sub(r"[\s_\-]+", "", (name or "")).lower()
+
+
+def dataset_dir(object_name: str, date: str, band: str, mode: str) -> str:
+    """Where a sequence's products go, relative to the reduced-data root, as the Data Cruncher
+    laid them out: ``HD_95086/autoreduced/20160315_H_Spec``. ``date`` is ``YYYYMMDD``."""
+    folder = re.sub(r"[^A-Za-z0-9+.-]+", "_", object_name.strip()) or "unknown"
+    return f"{folder}/autoreduced/{date}_{band}_{mode.capitalize()}"

@@ -1,0 +1,70 @@
+"""From the state machine's actions to instructions for a backend.
+
+A sequence's products go to ``<reduced>/<Object>/autoreduced/<YYYYMMDD>_<band>_Spec`` (named after
+its first frame); calibrations to the calibrations directory. Instruction ids are derived from
+their content, so the same action always makes the same instruction: a scanner replaying the
+night after a restart recognises what it sent before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cruncher.instructors.fsm import (Action, CombineDarks, FinishSequence, Frame, LeftOut,
+                                      NotHandled, ReduceFrame, SolveWavelength)
+from cruncher.instruments.gpi.keywords import dataset_dir
+from cruncher.messages import Instruction
+
+#: What a finished sequence gets: the Data Cruncher's full PSF subtraction.
+FULL_PSFSUB = ("cadi", "klip", "contrast")
+
+
+@dataclass(frozen=True)
+class Layout:
+    reduced: Path
+    calibrations: Path
+
+    def outdir(self, first: Frame) -> str:
+        return str(self.reduced / dataset_dir(first.object or first.object_key, first.date,
+                                              first.band, first.mode))
+
+
+def instruction_for(action: Action, layout: Layout) -> Instruction | None:
+    """The instruction an action asks for (None: it asks for none, e.g. a frame not handled)."""
+    if isinstance(action, ReduceFrame):
+        return _sequence(action.sequence, layout, quicklook=True, psfsub=("cadi",))
+    if isinstance(action, FinishSequence):
+        return _sequence(action.frames, layout, quicklook=False, psfsub=FULL_PSFSUB)
+    if isinstance(action, CombineDarks | SolveWavelength):
+        frames = action.frames if isinstance(action, CombineDarks) else (action.frame,)
+        return Instruction(files=tuple(f.path for f in frames), outdir=str(layout.calibrations),
+                           level="raw", mode="cal", band=frames[0].band)
+    return None
+
+
+def describe(action: Action) -> str:
+    """One log line."""
+    if isinstance(action, ReduceFrame):
+        return (f"{action.frame.name}: cube and quicklook ({len(action.sequence)} frame(s) of "
+                f"{action.frame.object or action.frame.object_key} so far)")
+    if isinstance(action, FinishSequence):
+        first = action.frames[0]
+        return (f"sequence of {first.object or first.object_key} {first.band} finished "
+                f"({len(action.frames)} frames, {action.reason}): full PSF subtraction")
+    if isinstance(action, CombineDarks):
+        return f"{len(action.frames)} dark(s) of {action.frames[0].itime:g} s: combine"
+    if isinstance(action, SolveWavelength):
+        return f"{action.frame.name}: arc snapshot, quick wavelength solution"
+    if isinstance(action, NotHandled):
+        return f"{action.frame.name}: not handled ({action.reason})"
+    if isinstance(action, LeftOut):
+        return f"{action.frame.name}: marked bad, left out"
+    return repr(action)
+
+
+def _sequence(frames: tuple[Frame, ...], layout: Layout, *, quicklook: bool,
+              psfsub: tuple[str, ...]) -> Instruction:
+    first = frames[0]
+    return Instruction(files=tuple(f.path for f in frames), outdir=layout.outdir(first),
+                       level="raw", mode=first.mode, quicklook=quicklook, psfsub=psfsub,
+                       target=first.object or None, band=first.band)
