@@ -80,11 +80,12 @@ def _registrars() -> list[Callable]:
     from cruncher.backend import cli as backend_cli
     from cruncher.db import cli as db_cli
     from cruncher.drp import cli as drp_cli
+    from cruncher.instructors import cli as instructors_cli
     from cruncher.instruments.gpi.sim import cli as sim_cli
     from cruncher.psfsub import cli as psfsub_cli
 
     return [demo.register, _register_config, db_cli.register, sim_cli.register, drp_cli.register,
-            backend_cli.register, psfsub_cli.register]
+            backend_cli.register, psfsub_cli.register, instructors_cli.register]
 
 
 def add_command(sub, common: argparse.ArgumentParser, name: str, handler: Callable, *,

@@ -168,3 +168,24 @@ def _default_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def raw_written_since(engine: Engine, mtime_ns: int) -> list[RowMapping]:
+    """Raw frames (bad ones included) whose file was last written at or after ``mtime_ns``, in
+    time order: what a restarted realtime scanner replays."""
+    r = schema.raw
+    query = select(r).where(r.c.mtime_ns >= mtime_ns).order_by(r.c.mjd_obs, r.c.filename)
+    with reading(engine) as conn:
+        return list(conn.execute(query).mappings())
+
+
+def known_instructions(engine: Engine, ids: Iterable[str]) -> set[str]:
+    """Which instruction ids a backend sharing this database has journaled."""
+    j = schema.jobs
+    keys = list(ids)
+    found: set[str] = set()
+    with reading(engine) as conn:
+        for i in range(0, len(keys), _CHUNK):
+            query = select(j.c.id).where(j.c.kind == "instruction", j.c.id.in_(keys[i:i + _CHUNK]))
+            found.update(conn.execute(query).scalars())
+    return found

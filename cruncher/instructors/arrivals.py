@@ -93,6 +93,12 @@ class Arrivals:
             except queue.Empty:
                 return batch
 
+    def forget(self, paths: list[str]) -> None:
+        """Paths whose handling failed: the next rescan reports them again."""
+        with self._lock:
+            for path in paths:
+                self._reported.pop(path, None)
+
     # --- what the watchdog handler and the rescan report -----------------------------------
 
     def complete(self, path: str) -> None:
