@@ -131,7 +131,11 @@ def _log_level(args: argparse.Namespace, settings: Settings) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cruncher``; returns the exit status."""
-    parser = build_parser()
+    return run_command(build_parser(), argv)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse, load settings, set up logging and run the handler, with clear errors."""
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -139,14 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(_log_level(args, settings), logfile=logfile, json_lines=settings.logging.json)
         return int(args.handler(args, settings) or EXIT_OK)
     except (ConfigError, ValidationError) as exc:
-        print(f"cruncher: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CruncherError as exc:
         kind = "" if isinstance(exc, PermanentError) else " (transient; try again)"
-        print(f"cruncher: error{kind}: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error{kind}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("cruncher: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -206,8 +210,10 @@ def _not_implemented(name: str) -> int:
 
 
 def reprocess_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``reprocess`` (issue F)."""
-    return _not_implemented("reprocess")
+    """Entry point of ``reprocess``."""
+    from cruncher.instructors.cli import reprocess_parser
+
+    return run_command(reprocess_parser(), argv)
 
 
 def super_cruncher_main(argv: Sequence[str] | None = None) -> int:

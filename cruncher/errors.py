@@ -111,3 +111,7 @@ def is_retryable(exc: BaseException) -> bool:
 def exit_status_for(exc: BaseException) -> int:
     """The exit status a subprocess should end with after failing with ``exc``."""
     return EXIT_RETRYABLE if is_retryable(exc) else EXIT_PERMANENT
+
+
+class NoDataError(PermanentError):
+    """A query matched no usable data; the message says what was asked and what exists."""

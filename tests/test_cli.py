@@ -97,7 +97,7 @@ def test_bad_date_is_a_usage_error(capsys, tmp_path):
                                   ["db", "inputs"], ["simulate"], ["simulate", "night"],
                                   ["simulate", "cubes"], ["drp"], ["drp", "worker"],
                                   ["drp", "run"], ["drp", "calibrations"], ["backend"],
-                                  ["status"], ["send"], ["psfsub"]])
+                                  ["status"], ["send"], ["psfsub"], ["scan"]])
 def test_every_command_explains_itself(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])
@@ -107,17 +107,23 @@ def test_every_command_explains_itself(capsys, argv):
 
 
 def test_unfinished_console_scripts_say_so(capsys):
-    assert reprocess_main([]) == 2 and super_cruncher_main([]) == 2
+    assert super_cruncher_main([]) == 2
     assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_reprocess_without_a_target_says_what_it_needs(capsys):
+    assert reprocess_main([]) == 2
+    assert "give a target (or --all for every target)" in capsys.readouterr().err
 
 
 def test_installed_console_scripts_run():
     bindir = __import__("pathlib").Path(sys.executable).parent
     out = subprocess.run([bindir / "cruncher", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("cruncher ")
-    for script in ("reprocess", "super_cruncher"):
-        res = subprocess.run([bindir / script], capture_output=True, text=True)
-        assert res.returncode == 2 and "not implemented yet" in res.stderr
+    res = subprocess.run([bindir / "super_cruncher"], capture_output=True, text=True)
+    assert res.returncode == 2 and "not implemented yet" in res.stderr
+    res = subprocess.run([bindir / "reprocess", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "usage: reprocess" in res.stdout
 
 
 def test_demo_succeeds(capsys, tmp_path):

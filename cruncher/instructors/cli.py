@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 from cruncher.config import Settings
+from cruncher.errors import ValidationError
 
 _log = logging.getLogger(__name__)
 
@@ -88,3 +89,139 @@ def _summary(scanner) -> None:
     if scanner.candidates:
         print(f"{len(scanner.candidates)} file(s) too old for realtime; use `reprocess` "
               f"(first: {scanner.candidates[0]})", flush=True)
+
+
+REPROCESS_DESCRIPTION = """\
+reprocess: redo chosen datasets (or the whole campaign) from the database.
+
+Finds the raw frames matching every criterion given (frames marked bad never count), cuts them
+into sequences the way the night did (same target, band and mode; split on gaps longer than
+realtime.sequence_gap_min) and sends one instruction per sequence to a backend, with a progress
+bar and a summary, or writes them as JSON Lines (--export) for `super_cruncher` on a cluster
+without database access."""
+REPROCESS_EPILOG = """\
+examples:
+  reprocess --target "HD 95086" --band H --dry-run
+  reprocess --target "HD 95086" --date 20160315
+  reprocess --target "beta Pic" --from cubes --psfsub klip,contrast
+  reprocess --all --since 20140101 --until 20161231 --export campaign.jsonl
+"""
+
+
+def reprocess_parser():
+    import argparse
+
+    from cruncher.cli import common_options
+
+    common = common_options()
+    p = argparse.ArgumentParser(prog="reprocess", description=REPROCESS_DESCRIPTION,
+                                epilog=REPROCESS_EPILOG, parents=[common],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(handler=_reprocess, logs_to_file=False, setting_flags={})
+    which = p.add_argument_group("which data")
+    which.add_argument("--target", help="OBJECT (case, spaces, dashes, underscores ignored)")
+    which.add_argument("--all", action="store_true", help="every target")
+    which.add_argument("--band", choices=("Y", "J", "H", "K1", "K2"))
+    which.add_argument("--date", type=_date, metavar="YYYYMMDD", help="UT date of the frames")
+    which.add_argument("--since", type=_date, metavar="YYYYMMDD", help="from this UT date on")
+    which.add_argument("--until", type=_date, metavar="YYYYMMDD", help="up to this UT date")
+    which.add_argument("--mode", choices=("spec", "pol"))
+    which.add_argument("--program", metavar="ID", help="e.g. GS-2015B-Q-501")
+    what = p.add_argument_group("what to do")
+    what.add_argument("--from", dest="source", choices=("raw", "cubes"), default="raw",
+                      help="raw: cubes, then PSF subtraction (default); cubes: reuse the cubes on "
+                           "record and rerun PSF subtraction only")
+    what.add_argument("--psfsub", type=_algorithms, default=("cadi", "klip", "contrast"),
+                      metavar="LIST", help="PSF subtraction to run (default: cadi,klip,contrast)")
+    what.add_argument("--dry-run", action="store_true", help="print the sequences and the plan")
+    what.add_argument("--export", metavar="FILE.jsonl", help="write the instructions, send none")
+    what.add_argument("--backend", metavar="URL", help="default: ws://backend.host:backend.port")
+    return p
+
+
+def _date(text: str):
+    import argparse
+    import datetime as dt
+
+    try:
+        return dt.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected YYYYMMDD") from None
+
+
+def _algorithms(text: str) -> tuple[str, ...]:
+    import argparse
+
+    from cruncher.messages import PSFSUB_ALGORITHMS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PSFSUB_ALGORITHMS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from "
+                                          f"{', '.join(PSFSUB_ALGORITHMS)}")
+    return names
+
+
+def _reprocess(args, settings: Settings) -> int:
+    from cruncher.db.cli import open_database
+    from cruncher.instructors import reprocessor
+    from cruncher.instructors.realtime import layout_from
+
+    if not args.all and not args.target:
+        raise ValidationError("--target", "give a target (or --all for every target)")
+    if args.date and (args.since or args.until):
+        raise ValidationError("--date", "give either --date or --since/--until")
+    query = reprocessor.Query(target=args.target, band=args.band, date=args.date,
+                              since=args.since, until=args.until, mode=args.mode,
+                              program=args.program, everything=args.all)
+    engine = open_database(settings)
+    planned = reprocessor.plan(engine, query, layout=layout_from(settings),
+                               gap_min=settings.realtime.sequence_gap_min, source=args.source,
+                               psfsub=args.psfsub)
+    for line in planned.skipped:
+        print(f"skipped: {line}")
+    if not planned.items:
+        print(f"nothing to reprocess for {query.describe()}")
+        return 1
+    if args.dry_run:
+        for item in planned.items:
+            print(f"{item.label}\n    {len(item.instruction.files)} file(s) -> "
+                  f"{item.instruction.outdir}")
+        print(f"{len(planned.items)} instruction(s) would be sent (dry run)")
+        return 0
+    if args.export:
+        with open(args.export, "w") as out:
+            for item in planned.items:
+                out.write(item.instruction.to_json() + "\n")
+        print(f"{len(planned.items)} instruction(s) written to {args.export}")
+        return 0
+    return _send_with_progress(planned.items, settings, args.backend)
+
+
+def _send_with_progress(items, settings: Settings, given_url: str | None) -> int:
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from cruncher.backend import client
+    from cruncher.backend.cli import backend_url
+
+    url = backend_url(settings, given_url)
+    outcome: Counter[str] = Counter()
+    rejected: list[str] = []
+    chunk = 20
+    with tqdm(total=len(items), unit="instruction", desc="sending", disable=None) as bar:
+        for i in range(0, len(items), chunk):
+            part = items[i:i + chunk]
+            replies = client.send_instructions(url, [p.instruction for p in part],
+                                               token=settings.backend.token)
+            for item, reply in zip(part, replies):
+                outcome[reply.status] += 1
+                if reply.status != "accepted":
+                    rejected.append(f"{item.label}: {reply.reason}")
+            bar.update(len(part))
+    print(f"sent {len(items)} instruction(s) to {url}: {outcome['accepted']} accepted, "
+          f"{outcome['rejected']} rejected")
+    for line in rejected:
+        print(f"  rejected: {line}")
+    return 1 if rejected else 0

@@ -1,0 +1,138 @@
+"""The reprocessor: redo chosen datasets, or the whole campaign, from what the database knows.
+
+A query on the ``raw`` table (bad frames never included) goes through the same state machine as
+the realtime scanner, taken as a whole: sequences are cut where the observing night cut them (a
+change of target, band or mode, or a gap longer than ``sequence_gap_min``), darks and arcs of the
+query become calibration instructions, and each sequence becomes one instruction: from raw frames
+(cubes, then PSF subtraction) or from the cubes already made (PSF subtraction only). The
+instructions carry ``force``: reprocessing means redoing work the journal says is done.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cruncher.db import queries
+from cruncher.errors import NoDataError, ValidationError
+from cruncher.instructors import fsm
+from cruncher.instructors.dispatch import FULL_PSFSUB, Layout, instruction_for
+from cruncher.messages import Instruction
+
+_log = logging.getLogger(__name__)
+SOURCES = ("raw", "cubes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """Which frames: every criterion given must hold (``target=None`` only with ``everything``)."""
+
+    target: str | None = None
+    band: str | None = None
+    date: dt.date | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    mode: str | None = None
+    program: str | None = None
+    everything: bool = False
+
+    def describe(self) -> str:
+        parts = [f"target {self.target!r}" if self.target else "all targets"]
+        parts += [f"{k} {v}" for k, v in (("band", self.band), ("date", self.date),
+                                           ("since", self.since), ("until", self.until),
+                                           ("mode", self.mode), ("program", self.program)) if v]
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One instruction and what it is, for people."""
+
+    label: str
+    instruction: Instruction
+
+
+@dataclass
+class Plan:
+    items: list[Planned]
+    skipped: list[str]          # what could not be planned, and why
+
+
+def frames_for(engine, query: Query) -> list[fsm.Frame]:
+    """The query's frames (bad ones left out); a clear error, with close matches, if none."""
+    if not query.everything and not query.target:
+        raise ValidationError("--target", "give a target (or --all for every target)")
+    rows = queries.find_raw(engine, target=query.target, band=query.band, date=query.date,
+                            since=query.since, until=query.until, mode=query.mode,
+                            program=query.program)
+    if not rows:
+        raise NoDataError(_nothing_found(engine, query))
+    return [fsm.Frame.from_row(row) for row in rows]
+
+
+def plan(engine, query: Query, *, layout: Layout, gap_min: float = 30.0, source: str = "raw",
+         psfsub: tuple[str, ...] = FULL_PSFSUB) -> Plan:
+    """The instructions that reprocess the query's data."""
+    if source not in SOURCES:
+        raise ValidationError("--from", f"{source!r}: expected one of {', '.join(SOURCES)}")
+    out = Plan(items=[], skipped=[])
+    for action in fsm.run(frames_for(engine, query), gap_min=gap_min):
+        if isinstance(action, fsm.FinishSequence):
+            _plan_sequence(engine, action.frames, layout, source, psfsub, out)
+        elif isinstance(action, fsm.CombineDarks | fsm.SolveWavelength) and source == "raw":
+            ins = instruction_for(action, layout)
+            out.items.append(Planned(_calibration_label(action), _forced(ins)))
+        elif isinstance(action, fsm.NotHandled):
+            out.skipped.append(f"{action.frame.name}: {action.reason}")
+    return out
+
+
+def _plan_sequence(engine, frames, layout: Layout, source: str, psfsub, out: Plan) -> None:
+    first = frames[0]
+    label = (f"{first.date} {first.object or first.object_key} {first.band} {first.mode}: "
+             f"{len(frames)} frames")
+    if source == "raw":
+        ins = Instruction(files=tuple(f.path for f in frames), outdir=layout.outdir(first),
+                          level="raw", mode=first.mode, psfsub=psfsub,
+                          target=first.object or None, band=first.band, force=True)
+        out.items.append(Planned(f"{label} -> cubes, then {', '.join(psfsub) or 'nothing'}", ins))
+        return
+    cubes = [c for f in frames if (c := _cube_of(engine, f.name)) is not None]
+    if len(cubes) < 2:
+        out.skipped.append(f"{label}: {len(cubes)} cube(s) on record; use --from raw")
+        return
+    ins = Instruction(files=tuple(cubes), outdir=layout.outdir(first), level="cube",
+                      mode=first.mode, psfsub=psfsub, target=first.object or None,
+                      band=first.band, force=True)
+    out.items.append(Planned(f"{label} ({len(cubes)} cubes) -> {', '.join(psfsub)}", ins))
+
+
+def _cube_of(engine, name: str) -> str | None:
+    """The newest cube recorded for a raw frame."""
+    cubes = [p for p in queries.products_of_raw(engine, name) if p["kind"] == "spdc"]
+    return cubes[-1]["path"] if cubes else None
+
+
+def _calibration_label(action: Any) -> str:
+    if isinstance(action, fsm.CombineDarks):
+        return f"{action.frames[0].date} {len(action.frames)} darks of {action.frames[0].itime:g} s"
+    return f"{action.frame.date} arc {action.frame.name} -> quick wavelength solution"
+
+
+def _forced(ins: Instruction) -> Instruction:
+    data = ins.to_dict()
+    data.update(force=True, id="")
+    return Instruction.from_dict(data)
+
+
+def _nothing_found(engine, query: Query) -> str:
+    text = f"no usable raw frames for {query.describe()}"
+    if query.target and not queries.find_raw(engine, target=query.target, include_bad=True):
+        close = queries.close_matches(engine, "object", query.target)
+        return text + (f"; targets with a similar name: {', '.join(close)}" if close
+                       else "; no target with a similar name either")
+    if query.band and query.target:
+        bands = sorted({r["band"] for r in queries.find_raw(engine, target=query.target)})
+        return text + f"; bands on record for {query.target}: {', '.join(bands) or 'none'}"
+    return text
