@@ -159,8 +159,8 @@ def main() -> None:
             entry["speedup"] = round(ref["median_wall_s"] / fast["median_wall_s"], 2)
             entry["memory_ratio"] = round(ref["median_peak_gb"] / fast["median_peak_gb"], 2)
         entry["flops"] = flop_estimate(n)
-        products = [e["all"][-1]["kl_cube"] for e in (fast, ref) if e.get("runs")]
-        if len(products) == 2 and all(Path(p).exists() for p in products):
+        products = [e["all"][-1].get("kl_cube") for e in (fast, ref) if e.get("runs")]
+        if len(products) == 2 and all(p and Path(p).exists() for p in products):
             entry["agreement"] = agreement(fast["all"][-1]["kl_cube"], ref["all"][-1]["kl_cube"],
                                            field_radius(inputs))
             print(f"{n} cubes: agreement {entry['agreement']}", flush=True)

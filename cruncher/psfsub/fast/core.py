@@ -51,16 +51,24 @@ class Settings:
     spectrum: np.ndarray | None = None
 
 
+#: Frames smoothed at a time: bounds the box stacks (the outer sections' boxes are large).
+SMOOTH_CHUNK = 128
+
+
 def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
-    """Each frame's section after pyKLIP's smoothing of the section's box; NaN -> 0. (F, p).
+    """Each frame's section after pyKLIP's smoothing of the section's box; NaN -> 0. (F, p)
+    float64.
 
     The same call as pyKLIP's (``gaussian_filter`` of each frame's box, reflected at the box's
-    edges, NaNs spreading), made once for the stack of boxes."""
+    edges, NaNs spreading), made for stacks of boxes."""
     y0, y1, x0, x1 = section.box
-    smooth = ndimage_module(xp).gaussian_filter(aligned[:, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
     ys, xs = np.divmod(section.pixels, aligned.shape[2])
-    flat = (ys - y0) * (x1 - x0 + 1) + (xs - x0)
-    out = smooth.reshape(len(smooth), -1)[:, xp.asarray(flat)]
+    flat = xp.asarray((ys - y0) * (x1 - x0 + 1) + (xs - x0))
+    gaussian = ndimage_module(xp).gaussian_filter
+    out = xp.empty((len(aligned), section.pixels.size), xp.float64)
+    for lo in range(0, len(aligned), SMOOTH_CHUNK):
+        boxes = gaussian(aligned[lo:lo + SMOOTH_CHUNK, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
+        out[lo:lo + SMOOTH_CHUNK] = boxes.reshape(len(boxes), -1)[:, flat]
     out[xp.isnan(out)] = 0
     return out
 
@@ -166,7 +174,7 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
 def _correlations(aligned, cov, sci_index, section, settings: Settings, xp: ModuleType):
     """(n_sci, F) correlation of each science frame with every frame, as pyKLIP ranks them."""
     if settings.corr_smooth > 0:
-        smooth = smoothed_section(aligned, section, 1.0, xp).astype(xp.float64)
+        smooth = smoothed_section(aligned, section, 1.0, xp)
         smooth -= smooth.mean(axis=1, keepdims=True)
         norm = xp.sqrt(xp.einsum("ij,ij->i", smooth, smooth))
         with np.errstate(divide="ignore", invalid="ignore"):
