@@ -284,14 +284,7 @@ class Journal:
         return dict(row) if row else None
 
     def states(self, job_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(job_ids)
-        found: dict[str, str] = {}
-        with reading(self.engine) as conn:
-            for i in range(0, len(ids), 500):
-                query = select(schema.jobs.c.id, schema.jobs.c.state).where(
-                    schema.jobs.c.id.in_(ids[i:i + 500]))
-                found.update(dict(conn.execute(query).all()))
-        return found
+        return queries.job_states(self.engine, job_ids)
 
     def unfinished(self, kind: str) -> list[dict[str, Any]]:
         jobs = schema.jobs

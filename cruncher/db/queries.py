@@ -179,13 +179,24 @@ def raw_written_since(engine: Engine, mtime_ns: int) -> list[RowMapping]:
         return list(conn.execute(query).mappings())
 
 
-def known_instructions(engine: Engine, ids: Iterable[str]) -> set[str]:
-    """Which instruction ids a backend sharing this database has journaled."""
-    j = schema.jobs
+def job_states(engine: Engine, ids: Iterable[str]) -> dict[str, str]:
+    """The journal's state of each of ``ids`` it knows (instructions, recipes, PSF jobs)."""
     keys = list(ids)
-    found: set[str] = set()
+    found: dict[str, str] = {}
     with reading(engine) as conn:
         for i in range(0, len(keys), _CHUNK):
-            query = select(j.c.id).where(j.c.kind == "instruction", j.c.id.in_(keys[i:i + _CHUNK]))
-            found.update(conn.execute(query).scalars())
+            query = select(schema.jobs.c.id, schema.jobs.c.state).where(
+                schema.jobs.c.id.in_(keys[i:i + _CHUNK]))
+            found.update(dict(conn.execute(query).all()))
     return found
+
+
+def raw_by_names(engine: Engine, names: Iterable[str]) -> dict[str, RowMapping]:
+    """The ``raw`` rows of frames given by path or name, by frame name (unknown ones left out)."""
+    keys = sorted({canonical_name(n) for n in names})
+    rows: dict[str, RowMapping] = {}
+    with reading(engine) as conn:
+        for i in range(0, len(keys), _CHUNK):
+            query = select(schema.raw).where(schema.raw.c.filename.in_(keys[i:i + _CHUNK]))
+            rows.update((r["filename"], r) for r in conn.execute(query).mappings())
+    return rows

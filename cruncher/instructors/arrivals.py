@@ -56,7 +56,6 @@ class Arrivals:
         self._stop = threading.Event()
         self._observer = None
         self._thread: threading.Thread | None = None
-        self.events = 0              # file events seen, for the figures
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -103,14 +102,12 @@ class Arrivals:
 
     def complete(self, path: str) -> None:
         """``path`` was closed after writing or moved in: report it now."""
-        self.events += 1
         if self.accept(os.path.basename(path)):
             self._report(path)
 
     def touched(self, path: str) -> None:
         """``path`` was created or modified: report it once its size settles (unless a close or
         a move reports it first)."""
-        self.events += 1
         if not self.accept(os.path.basename(path)):
             return
         key = _stat_key(path)

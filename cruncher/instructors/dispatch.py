@@ -25,31 +25,45 @@ class Layout:
     calibrations: Path
 
     def outdir(self, first: Frame) -> str:
-        return str(self.reduced / dataset_dir(first.object or first.object_key, first.date,
-                                              first.band, first.mode))
+        return str(self.reduced / dataset_dir(first.target_name, first.date, first.band,
+                                              first.mode))
 
 
-def instruction_for(action: Action, layout: Layout) -> Instruction | None:
-    """The instruction an action asks for (None: it asks for none, e.g. a frame not handled)."""
+def instruction_for(action: Action, layout: Layout, *, force: bool = False) -> Instruction | None:
+    """The instruction an action asks for (None: it asks for none, e.g. a frame not handled).
+    ``force``: redo work the journal says is done (reprocessing)."""
     if isinstance(action, ReduceFrame):
-        return _sequence(action.sequence, layout, quicklook=True, psfsub=("cadi",))
+        return sequence_instruction(action.sequence, layout, quicklook=True, psfsub=("cadi",),
+                                    force=force)
     if isinstance(action, FinishSequence):
-        return _sequence(action.frames, layout, quicklook=False, psfsub=FULL_PSFSUB)
+        return sequence_instruction(action.frames, layout, force=force)
     if isinstance(action, CombineDarks | SolveWavelength):
         frames = action.frames if isinstance(action, CombineDarks) else (action.frame,)
         return Instruction(files=tuple(f.path for f in frames), outdir=str(layout.calibrations),
-                           level="raw", mode="cal", band=frames[0].band)
+                           level="raw", mode="cal", band=frames[0].band, force=force)
     return None
+
+
+def sequence_instruction(frames: tuple[Frame, ...], layout: Layout, *, quicklook: bool = False,
+                         psfsub: tuple[str, ...] = FULL_PSFSUB, force: bool = False,
+                         cubes: tuple[str, ...] | None = None) -> Instruction:
+    """A sequence's instruction: from its raw frames, or from ``cubes`` already made of them."""
+    first = frames[0]
+    files = cubes if cubes is not None else tuple(f.path for f in frames)
+    return Instruction(files=files, outdir=layout.outdir(first),
+                       level="cube" if cubes is not None else "raw", mode=first.mode,
+                       quicklook=quicklook, psfsub=psfsub, target=first.object or None,
+                       band=first.band, force=force)
 
 
 def describe(action: Action) -> str:
     """One log line."""
     if isinstance(action, ReduceFrame):
         return (f"{action.frame.name}: cube and quicklook ({len(action.sequence)} frame(s) of "
-                f"{action.frame.object or action.frame.object_key} so far)")
+                f"{action.frame.target_name} so far)")
     if isinstance(action, FinishSequence):
         first = action.frames[0]
-        return (f"sequence of {first.object or first.object_key} {first.band} finished "
+        return (f"sequence of {first.target_name} {first.band} finished "
                 f"({len(action.frames)} frames, {action.reason}): full PSF subtraction")
     if isinstance(action, CombineDarks):
         return f"{len(action.frames)} dark(s) of {action.frames[0].itime:g} s: combine"
@@ -60,11 +74,3 @@ def describe(action: Action) -> str:
     if isinstance(action, LeftOut):
         return f"{action.frame.name}: marked bad, left out"
     return repr(action)
-
-
-def _sequence(frames: tuple[Frame, ...], layout: Layout, *, quicklook: bool,
-              psfsub: tuple[str, ...]) -> Instruction:
-    first = frames[0]
-    return Instruction(files=tuple(f.path for f in frames), outdir=layout.outdir(first),
-                       level="raw", mode=first.mode, quicklook=quicklook, psfsub=psfsub,
-                       target=first.object or None, band=first.band)

@@ -62,6 +62,11 @@ class Frame:
                    object=row["object"], date=date.strftime("%Y%m%d") if date else "")
 
     @property
+    def target_name(self) -> str:
+        """OBJECT as written (its normalised key when unknown)."""
+        return self.object or self.object_key
+
+    @property
     def key(self) -> tuple[str, str, str]:
         """What a sequence shares: target, band, mode."""
         return self.object_key, self.band, self.mode

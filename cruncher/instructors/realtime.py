@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cruncher.db import queries
-from cruncher.db.ingest import ingest_file
-from cruncher.errors import CruncherError, FileNotReadyError, PermanentError, RetryableError
+from cruncher.db.ingest import ingest
+from cruncher.errors import CruncherError, RetryableError
 from cruncher.instructors import fsm
 from cruncher.instructors.dispatch import Layout, describe, instruction_for
 from cruncher.messages import Instruction
@@ -84,7 +84,7 @@ class Scanner:
 
     def arrived(self, paths: Iterable[str]) -> list[fsm.Action]:
         """Files that arrived complete (one batch): ingest, then feed the machine."""
-        frames = [frame for path in paths if (frame := self._frame(path)) is not None]
+        frames = self._frames([p for p in paths if self._recent(p)])
         with self._lock:
             if frames:
                 self._last_arrival = self.clock()
@@ -97,9 +97,7 @@ class Scanner:
         """Time passes: close runs idle for the gap, retry instructions not yet delivered."""
         with self._lock:
             actions = self.machine.tick((self.clock() - self._last_arrival) / 60.0)
-            self._dispatch(actions)
-            if not actions and self._unsent:
-                self._deliver([])
+            self._dispatch(actions)          # also retries what was not delivered
         return actions
 
     def close(self) -> list[fsm.Action]:
@@ -116,34 +114,43 @@ class Scanner:
 
     # --- internals --------------------------------------------------------------------
 
-    def _frame(self, path: str) -> fsm.Frame | None:
+    def _recent(self, path: str) -> bool:
+        """Whether ``path`` is for realtime (else it is listed for reprocess)."""
         try:
             age = self.clock() - os.stat(path).st_mtime
         except OSError as exc:
             _log.warning("%s: gone before it could be read (%s)", path, exc, extra={"path": path})
-            return None
-        if age > self.max_age_s:
-            self.counts["too old"] += 1
-            self.candidates.append(path)
-            _log.info("%s: written %.1f days ago, left for reprocess", path, age / 86400,
-                      extra={"path": path})
-            return None
-        try:
-            ingest_file(self.engine, path)
-        except (PermanentError, FileNotReadyError) as exc:
+            return False
+        if age <= self.max_age_s:
+            return True
+        self.counts["too old"] += 1
+        self.candidates.append(path)
+        _log.info("%s: written %.1f days ago, left for reprocess", path, age / 86400,
+                  extra={"path": path})
+        return False
+
+    def _frames(self, paths: list[str]) -> list[fsm.Frame]:
+        """Ingest a batch (one pass, a few queries); the frames not fed before. Unreadable files
+        are noted and logged; they are read again if they change."""
+        if not paths:
+            return []
+        report = ingest(self.engine, paths, progress=False)
+        for path, reason in report.failed:
             self.counts["unreadable"] += 1
-            _log.warning("%s: not ingested (%s); it is read again if it changes", path, exc,
-                         extra={"path": path})
-            self._note_once(path, f"realtime scanner could not read it: {exc}")
-            return None
-        row = queries.raw_by_name(self.engine, path)
-        frame = fsm.Frame.from_row(row, bad=queries.is_bad(self.engine, row["filename"]))
-        if frame.name in self._fed:
-            self.counts["seen before"] += 1
-            _log.info("%s: already handled, not fed again", path, extra={"path": path})
-            return None
-        self.counts["ingested"] += 1
-        return frame
+            self._note_once(path, f"realtime scanner could not read it: {reason}")
+        failed = {path for path, _ in report.failed}
+        rows = queries.raw_by_names(self.engine, [p for p in paths if p not in failed])
+        bad = queries.bad_files(self.engine, list(rows))
+        frames = []
+        for name, row in rows.items():
+            if name in self._fed:
+                self.counts["seen before"] += 1
+                _log.info("%s: already handled, not fed again", row["path"],
+                          extra={"path": row["path"]})
+                continue
+            self.counts["ingested"] += 1
+            frames.append(fsm.Frame.from_row(row, bad=name in bad))
+        return frames
 
     def _dispatch(self, actions: list[fsm.Action], *, replay: bool = False) -> None:
         batch = []
@@ -161,7 +168,7 @@ class Scanner:
                 _log.info("%s -> instruction %s", describe(action), instruction.id)
             batch.append(instruction)
         if replay and batch:
-            known = queries.known_instructions(self.engine, [i.id for i in batch])
+            known = set(queries.job_states(self.engine, [i.id for i in batch]))
             self._sent.update(known)
             batch = [i for i in batch if i.id not in known]
             if batch:

@@ -17,7 +17,8 @@ from typing import Any
 from cruncher.db import queries
 from cruncher.errors import NoDataError, ValidationError
 from cruncher.instructors import fsm
-from cruncher.instructors.dispatch import FULL_PSFSUB, Layout, instruction_for
+from cruncher.instructors.dispatch import (FULL_PSFSUB, Layout, instruction_for,
+                                           sequence_instruction)
 from cruncher.messages import Instruction
 
 _log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ def plan(engine, query: Query, *, layout: Layout, gap_min: float = 30.0, source:
         if isinstance(action, fsm.FinishSequence):
             _plan_sequence(engine, action.frames, layout, source, psfsub, out)
         elif isinstance(action, fsm.CombineDarks | fsm.SolveWavelength) and source == "raw":
-            ins = instruction_for(action, layout)
-            out.items.append(Planned(_calibration_label(action), _forced(ins)))
+            out.items.append(Planned(_calibration_label(action),
+                                     instruction_for(action, layout, force=True)))
         elif isinstance(action, fsm.NotHandled):
             out.skipped.append(f"{action.frame.name}: {action.reason}")
     return out
@@ -90,21 +91,16 @@ def plan(engine, query: Query, *, layout: Layout, gap_min: float = 30.0, source:
 
 def _plan_sequence(engine, frames, layout: Layout, source: str, psfsub, out: Plan) -> None:
     first = frames[0]
-    label = (f"{first.date} {first.object or first.object_key} {first.band} {first.mode}: "
-             f"{len(frames)} frames")
+    label = f"{first.date} {first.target_name} {first.band} {first.mode}: {len(frames)} frames"
     if source == "raw":
-        ins = Instruction(files=tuple(f.path for f in frames), outdir=layout.outdir(first),
-                          level="raw", mode=first.mode, psfsub=psfsub,
-                          target=first.object or None, band=first.band, force=True)
+        ins = sequence_instruction(frames, layout, psfsub=psfsub, force=True)
         out.items.append(Planned(f"{label} -> cubes, then {', '.join(psfsub) or 'nothing'}", ins))
         return
-    cubes = [c for f in frames if (c := _cube_of(engine, f.name)) is not None]
+    cubes = tuple(c for f in frames if (c := _cube_of(engine, f.name)) is not None)
     if len(cubes) < 2:
         out.skipped.append(f"{label}: {len(cubes)} cube(s) on record; use --from raw")
         return
-    ins = Instruction(files=tuple(cubes), outdir=layout.outdir(first), level="cube",
-                      mode=first.mode, psfsub=psfsub, target=first.object or None,
-                      band=first.band, force=True)
+    ins = sequence_instruction(frames, layout, psfsub=psfsub, force=True, cubes=cubes)
     out.items.append(Planned(f"{label} ({len(cubes)} cubes) -> {', '.join(psfsub)}", ins))
 
 
@@ -118,12 +114,6 @@ def _calibration_label(action: Any) -> str:
     if isinstance(action, fsm.CombineDarks):
         return f"{action.frames[0].date} {len(action.frames)} darks of {action.frames[0].itime:g} s"
     return f"{action.frame.date} arc {action.frame.name} -> quick wavelength solution"
-
-
-def _forced(ins: Instruction) -> Instruction:
-    data = ins.to_dict()
-    data.update(force=True, id="")
-    return Instruction.from_dict(data)
 
 
 def _nothing_found(engine, query: Query) -> str:
