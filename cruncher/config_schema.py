@@ -89,6 +89,8 @@ class RealtimeSettings:
     """The realtime scanner."""
 
     sequence_gap_min: float = setting(30.0, "A gap this long ends an observing sequence.", minimum=0)
+    idle_close_min: float = setting(0.0, "Minutes without a new file that finish the open "
+                                         "sequence (0: sequence_gap_min).", minimum=0)
     max_age_days: float = setting(2.0, "Older files are left for reprocess.", minimum=0)
     rescan_interval_s: float = setting(60.0, "Periodic rescan catching missed events.", minimum=1)
     settle_s: float = setting(2.0, "A file whose size is stable this long counts as complete.",

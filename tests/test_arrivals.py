@@ -92,3 +92,35 @@ def test_a_thousand_files_at_once_are_all_reported_once(watched):
             out.write(FITS_BLOCK)
     got = collect(arrivals, len(names), timeout=30)
     assert sorted(got) == sorted(names)
+
+
+def test_files_are_passed_on_in_the_order_they_were_first_seen(tmp_path):
+    root = tmp_path / "raw"
+    arrivals = Arrivals(root, settle_s=0.5, rescan_s=30, poll_s=0.05, max_hold_s=1.5).start()
+    try:
+        slow, quick, stuck = (root / f"S20160315S000{i}.fits" for i in (1, 2, 3))
+        with open(slow, "wb") as out:            # still being written ...
+            out.write(FITS_BLOCK)
+            out.flush()
+            time.sleep(0.2)
+            quick.write_bytes(FITS_BLOCK)        # ... when the next one lands complete
+            time.sleep(0.2)
+            assert arrivals.get(timeout=0.1) == [], "the later file waits for the earlier one"
+            out.write(FITS_BLOCK)
+        assert collect(arrivals, 2) == [str(slow), str(quick)]
+        # a file that never completes holds the next one back only for max_hold_s
+        with open(stuck, "wb") as out:
+            while True:
+                out.write(FITS_BLOCK)
+                out.flush()
+                time.sleep(0.1)
+                if not (root / "S20160315S0004.fits").exists():
+                    (root / "S20160315S0004.fits").write_bytes(FITS_BLOCK)
+                    began = time.monotonic()
+                got = arrivals.get(timeout=0)
+                if got:
+                    break
+        assert got == [str(root / "S20160315S0004.fits")]
+        assert 1.4 < time.monotonic() - began < 4
+    finally:
+        arrivals.stop()

@@ -235,6 +235,9 @@ def test_quicklook_jobs_are_deduplicated(backend, cubes):
     time.sleep(0.5)
     waiting = backend.psf_queue.snapshot()
     assert len(waiting) == 1 and waiting[0]["priority"] in (0, "QUICKLOOK")
+    backend.journal.flush()
+    # the journal does not keep the merged one waiting forever
+    assert sorted(j["state"] for j in jobs(backend, "psf")) == ["done", "queued"]
 
 
 def test_a_drp_worker_killed_mid_recipe_is_replaced_and_the_recipe_redone(tmp_path, reduced_night):

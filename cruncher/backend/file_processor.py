@@ -118,8 +118,19 @@ class FileProcessor(threading.Thread):
                 return
             try:
                 handlers[what](*payload) if what == "job" else handlers[what](payload)
-            except Exception:  # one bad item must not stop the backbone
+            except Exception as exc:  # one bad item must not stop the backbone
                 _log.exception("file processor: %s failed", what)
+                if what == "instruction":
+                    self._abandon(payload, exc)
+
+    def _abandon(self, ins: Instruction, exc: Exception) -> None:
+        """An instruction whose handling raised: failed, said so, never left 'accepted'."""
+        self.work.pop(ins.id, None)
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        self.journal.set_state(ins.id, "failed", error=reason, wait=False)
+        self.journal.flush()
+        self.publish(InstructionFinished(job_id=ins.id, state="failed",
+                                         summary={"failures": {"backend": reason}}))
 
     # --- instructions -------------------------------------------------------------------------
 
@@ -329,12 +340,15 @@ class FileProcessor(threading.Thread):
         job = quicklook_job(ins)
         self.journal.add_job(job.id, "psf", key=job.key, parent_id=ins.id, payload=job.to_json(),
                              priority=int(job.priority))
-        self.psf_queue.put(job)
+        if not self.psf_queue.put(job):
+            # the quicklook already waiting for this dataset will run on the newest cubes
+            self.journal.set_state(job.id, "done", result={"merged": "into the waiting quicklook"},
+                                   wait=False)
 
     def _maybe_finish(self, work: _Work) -> None:
         ins = work.instruction
-        if work.recipes or work.jobs:
-            return
+        if self.work.get(ins.id) is not work or work.recipes or work.jobs:
+            return      # finished already (several paths lead here), or still busy
         if ins.level == "raw" and ins.mode != "cal":
             if any(self.frames[raw].state == "reducing" for raw in work.frames):
                 return

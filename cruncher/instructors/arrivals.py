@@ -10,6 +10,9 @@ A file counts as arrived when
 A periodic rescan walks the whole tree and catches whatever the events missed, e.g. files written
 into a night directory before the watch on it existed. A path is reported once per (size, mtime):
 a file rewritten later is reported again, so a reader that found it truncated gets another go.
+Files are reported in the order they were first seen: a file that completes while one seen before
+it is still settling is held back (at most ``max_hold_s``), so that a restart's backfill or a slow
+copy does not reach the state machine after the frames that followed it.
 Names that are not FITS names (the temporary names rsync and copy tools write to) are ignored.
 """
 from __future__ import annotations
@@ -42,17 +45,23 @@ class Arrivals:
         Seconds between full rescans of the tree.
     accept
         Which file names are data (default: FITS names).
+    max_hold_s
+        Longest a complete file waits for an earlier one still being written.
     """
 
     def __init__(self, root: str | Path, *, settle_s: float = 2.0, rescan_s: float = 60.0,
-                 accept: Callable[[str], bool] = is_fits_name, poll_s: float = 0.25) -> None:
+                 accept: Callable[[str], bool] = is_fits_name, poll_s: float = 0.25,
+                 max_hold_s: float = 30.0) -> None:
         self.root = Path(root)
         self.settle_s, self.rescan_s, self.poll_s = settle_s, rescan_s, poll_s
+        self.max_hold_s = max_hold_s
         self.accept = accept
         self._ready: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[tuple[int, int], float]] = {}   # path -> (stat key, since)
         self._reported: dict[str, tuple[int, int]] = {}
+        self._first_seen: dict[str, float] = {}       # pending path -> when first seen
+        self._held: list[tuple[float, float, str]] = []   # (first seen, held since, path)
         self._stop = threading.Event()
         self._observer = None
         self._thread: threading.Thread | None = None
@@ -115,39 +124,71 @@ class Arrivals:
             return
         with self._lock:
             if self._reported.get(path) != key:
-                self._pending[path] = (key, time.monotonic())
+                self._pend(path, key)
 
     def rescan(self) -> int:
-        """Walk the tree: every data file not reported as it is now becomes pending. Returns how
-        many were found that way."""
-        found = 0
+        """Walk the tree: every data file not reported as it is now is reported at once if it has
+        not been written to for ``settle_s`` (a backfill after a restart goes out as one batch,
+        before anything newer), else it becomes pending. Returns how many were found."""
+        quiet, busy = [], []
         for folder, _dirs, names in os.walk(self.root):
             for name in names:
-                if not self.accept(name):
-                    continue
                 path = os.path.join(folder, name)
-                key = _stat_key(path)
+                key = _stat_key(path) if self.accept(name) else None
                 with self._lock:
                     if key is None or self._reported.get(path) == key or path in self._pending:
                         continue
-                    self._pending[path] = (key, time.monotonic())
-                found += 1
+                quiet_for = (time.time_ns() - key[1]) / 1e9
+                (quiet if quiet_for >= self.settle_s else busy).append((path, key))
+        for path, _key in sorted(quiet):
+            self._report(path)
+        with self._lock:
+            for path, key in busy:
+                self._pend(path, key)
+        found = len(quiet) + len(busy)
         if found:
             _log.info("rescan of %s found %d file(s) not yet reported", self.root, found)
         return found
 
     # --- internals ------------------------------------------------------------------------
 
+    def _pend(self, path: str, key: tuple[int, int]) -> None:
+        """(Lock held.) ``path`` is being written: wait for it to settle."""
+        now = time.monotonic()
+        self._pending[path] = (key, now)
+        self._first_seen.setdefault(path, now)
+
+    def _unpend(self, path: str) -> float:
+        """(Lock held.) ``path`` is no longer pending; when it was first seen."""
+        self._pending.pop(path, None)
+        return self._first_seen.pop(path, time.monotonic())
+
     def _report(self, path: str) -> None:
         key = _stat_key(path)
         if key is None:
             return
         with self._lock:
-            self._pending.pop(path, None)
+            first = self._unpend(path)
             if self._reported.get(path) == key:
                 return
             self._reported[path] = key
-        self._ready.put(path)
+            self._held.append((first, time.monotonic(), path))
+        self._release()
+
+    def _release(self) -> None:
+        """Pass on the complete files no earlier-seen file is still being written before, in the
+        order they were first seen (or that waited ``max_hold_s``)."""
+        now = time.monotonic()
+        with self._lock:
+            earliest = min(self._first_seen.values(), default=float("inf"))
+            ready = sorted(h for h in self._held if h[0] <= earliest or now - h[1] > self.max_hold_s)
+            for item in ready:
+                self._held.remove(item)
+        for first, since, path in ready:
+            if now - since > self.max_hold_s:
+                _log.warning("%s: passed on after waiting %.0f s for an earlier file still being "
+                             "written", path, now - since, extra={"path": path})
+            self._ready.put(path)
 
     def _run(self) -> None:
         next_rescan = time.monotonic() + self.rescan_s
@@ -165,12 +206,13 @@ class Arrivals:
             current = _stat_key(path)
             if current is None:
                 with self._lock:
-                    self._pending.pop(path, None)
+                    self._unpend(path)
             elif current != key:
                 with self._lock:
                     self._pending[path] = (current, now)
             elif now - since >= self.settle_s:
                 self._report(path)
+        self._release()
 
 
 def _stat_key(path: str) -> tuple[int, int] | None:

@@ -19,9 +19,10 @@ examples:
 
 Files count as arrived when closed after writing or moved in (rsync, Dropbox, scp), or once their
 size has been stable for realtime.settle_s; a rescan every realtime.rescan_interval_s catches what
-the events missed. A sequence ends on a change of target, band or mode, or after
-realtime.sequence_gap_min without a frame. Files written more than realtime.max_age_days ago are
-left for `reprocess`. Restarting resumes from the database: nothing is instructed twice.
+the events missed. A sequence ends on a change of target, band or mode, on a gap of
+realtime.sequence_gap_min between two frames' headers, or after realtime.idle_close_min (default:
+the gap) without a new file. Files written more than realtime.max_age_days ago are left for
+`reprocess`. Restarting resumes from the database: nothing is instructed twice.
 """
 
 
@@ -30,13 +31,19 @@ def register(sub, common) -> None:
 
     p = add_command(sub, common, "scan", _scan, logs_to_file=True, epilog=SCAN_EPILOG,
                     help="the realtime scanner: watch the raw data and instruct a backend",
-                    setting_flags={"gap": "realtime.sequence_gap_min"})
+                    setting_flags={"gap": "realtime.sequence_gap_min",
+                                  "idle": "realtime.idle_close_min"})
     p.add_argument("rawdir", nargs="?", type=Path, help="directory to watch (default: paths.raw)")
     p.add_argument("--backend", metavar="URL", help="default: ws://backend.host:backend.port")
     p.add_argument("--once", action="store_true",
                    help="handle the files there now, finish open sequences and exit")
     p.add_argument("--gap", type=float, metavar="MIN",
                    help="minutes without a frame that end a sequence (realtime.sequence_gap_min)")
+    p.add_argument("--idle", type=float, metavar="MIN",
+                   help="minutes without a new file that finish the open sequence "
+                        "(realtime.idle_close_min; default: the gap)")
+    p.add_argument("--params", type=_json_object, default={}, metavar="JSON",
+                   help=PARAMS_HELP)
 
 
 def _scan(args, settings: Settings) -> int:
@@ -50,7 +57,7 @@ def _scan(args, settings: Settings) -> int:
     url = backend_url(settings, args.backend)
     scanner = Scanner(engine=open_database(settings, create=True), layout=layout_from(settings),
                       send=_sender(url, settings.backend.token), gap_min=rt.sequence_gap_min,
-                      max_age_s=rt.max_age_days * 86400)
+                      idle_min=rt.idle_close_min or None, max_age_s=rt.max_age_days * 86400, params=args.params)
     scanner.resume()
     if args.once:
         from cruncher.instruments.gpi.keywords import is_fits_name
@@ -71,6 +78,23 @@ def _scan(args, settings: Settings) -> int:
         arrivals.stop()
         _summary(scanner)
     return 0
+
+
+PARAMS_HELP = ("parameters for the PSF-subtraction algorithms, sent with every sequence, e.g. "
+               "'{\"klip\": {\"numbasis\": [1, 10, 20]}}' (a key per algorithm, or shared keys)")
+
+
+def _json_object(text: str) -> dict:
+    import argparse
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"numthreads\": 1}'")
+    return value
 
 
 def _sender(url: str, token: str):
@@ -133,6 +157,7 @@ def reprocess_parser():
                            "record and rerun PSF subtraction only")
     what.add_argument("--psfsub", type=_algorithms, default=("cadi", "klip", "contrast"),
                       metavar="LIST", help="PSF subtraction to run (default: cadi,klip,contrast)")
+    what.add_argument("--params", type=_json_object, default={}, metavar="JSON", help=PARAMS_HELP)
     what.add_argument("--dry-run", action="store_true", help="print the sequences and the plan")
     what.add_argument("--export", metavar="FILE.jsonl", help="write the instructions, send none")
     what.add_argument("--backend", metavar="URL", help="default: ws://backend.host:backend.port")
@@ -177,7 +202,7 @@ def _reprocess(args, settings: Settings) -> int:
     engine = open_database(settings)
     planned = reprocessor.plan(engine, query, layout=layout_from(settings),
                                gap_min=settings.realtime.sequence_gap_min, source=args.source,
-                               psfsub=args.psfsub)
+                               psfsub=args.psfsub, params=args.params)
     for line in planned.skipped:
         print(f"skipped: {line}")
     if not planned.items:

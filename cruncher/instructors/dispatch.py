@@ -7,8 +7,10 @@ night after a restart recognises what it sent before.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cruncher.instructors.fsm import (Action, CombineDarks, FinishSequence, Frame, LeftOut,
                                       NotHandled, ReduceFrame, SolveWavelength)
@@ -29,14 +31,16 @@ class Layout:
                                               first.mode))
 
 
-def instruction_for(action: Action, layout: Layout, *, force: bool = False) -> Instruction | None:
+def instruction_for(action: Action, layout: Layout, *, force: bool = False,
+                    params: Mapping[str, Any] | None = None) -> Instruction | None:
     """The instruction an action asks for (None: it asks for none, e.g. a frame not handled).
-    ``force``: redo work the journal says is done (reprocessing)."""
+    ``force``: redo work the journal says is done (reprocessing); ``params``: parameters for the
+    PSF-subtraction algorithms of sequences (the instruction's ``params``)."""
     if isinstance(action, ReduceFrame):
         return sequence_instruction(action.sequence, layout, quicklook=True, psfsub=("cadi",),
-                                    force=force)
+                                    force=force, params=params)
     if isinstance(action, FinishSequence):
-        return sequence_instruction(action.frames, layout, force=force)
+        return sequence_instruction(action.frames, layout, force=force, params=params)
     if isinstance(action, CombineDarks | SolveWavelength):
         frames = action.frames if isinstance(action, CombineDarks) else (action.frame,)
         return Instruction(files=tuple(f.path for f in frames), outdir=str(layout.calibrations),
@@ -46,14 +50,15 @@ def instruction_for(action: Action, layout: Layout, *, force: bool = False) -> I
 
 def sequence_instruction(frames: tuple[Frame, ...], layout: Layout, *, quicklook: bool = False,
                          psfsub: tuple[str, ...] = FULL_PSFSUB, force: bool = False,
-                         cubes: tuple[str, ...] | None = None) -> Instruction:
+                         cubes: tuple[str, ...] | None = None,
+                         params: Mapping[str, Any] | None = None) -> Instruction:
     """A sequence's instruction: from its raw frames, or from ``cubes`` already made of them."""
     first = frames[0]
     files = cubes if cubes is not None else tuple(f.path for f in frames)
     return Instruction(files=files, outdir=layout.outdir(first),
                        level="cube" if cubes is not None else "raw", mode=first.mode,
                        quicklook=quicklook, psfsub=psfsub, target=first.object or None,
-                       band=first.band, force=force)
+                       band=first.band, force=force, params=dict(params or {}))
 
 
 def describe(action: Action) -> str:

@@ -203,10 +203,13 @@ class _Runs:
 
 @dataclass
 class Machine:
-    """The scanner's state machine. ``gap_min``: minutes without a frame that end the open runs
-    (GOTO's MAXTDELTA; the ``realtime.sequence_gap_min`` setting)."""
+    """The scanner's state machine. ``gap_min``: minutes between two frames' headers that end
+    the open runs (GOTO's MAXTDELTA; the ``realtime.sequence_gap_min`` setting); ``idle_min``:
+    minutes without a new arrival that end them (``realtime.idle_close_min``; default
+    ``gap_min``)."""
 
     gap_min: float = 30.0
+    idle_min: float | None = None
     state: State = State.IDLE
     runs: _Runs = field(default_factory=_Runs)
     #: why the open sequence will be finished (set by the event that finishes it)
@@ -231,10 +234,11 @@ class Machine:
     def tick(self, idle_min: float) -> list[Action]:
         """Time passes: ``idle_min`` minutes since the last frame *arrived* (the clock of the
         night, not of the headers: a night replayed or synced late still times out properly).
-        Past the gap, the open runs are closed."""
-        if self.state is State.IDLE or idle_min <= self.gap_min:
+        Past ``idle_min``, the open runs are closed."""
+        limit = self.gap_min if self.idle_min is None else self.idle_min
+        if self.state is State.IDLE or idle_min <= limit:
             return []
-        self._reason = f"no new frame for {self.gap_min:g} min"
+        self._reason = f"no new frame for {limit:g} min"
         return self._apply(Event.TIMEOUT, None)
 
     def close(self) -> list[Action]:

@@ -19,8 +19,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cruncher.db import queries
 from cruncher.db.ingest import ingest
@@ -46,14 +47,19 @@ class Scanner:
     send
         Sends a list of instructions to the backend; raises on failure (they are kept and sent
         again on the next tick).
-    gap_min, max_age_s
-        ``realtime.sequence_gap_min`` and ``realtime.max_age_days`` in seconds.
+    gap_min, idle_min, max_age_s
+        ``realtime.sequence_gap_min``, ``realtime.idle_close_min`` (None: ``gap_min``) and
+        ``realtime.max_age_days`` in seconds.
+    params
+        Parameters for the PSF-subtraction algorithms, sent with every sequence's instructions.
     """
 
     def __init__(self, *, engine, layout: Layout, send: Send, gap_min: float = 30.0,
-                 max_age_s: float = 2 * 86400.0, clock: Callable[[], float] = time.time) -> None:
+                 idle_min: float | None = None, max_age_s: float = 2 * 86400.0, clock: Callable[[], float] = time.time,
+                 params: Mapping[str, Any] | None = None) -> None:
         self.engine, self.layout, self.send = engine, layout, send
-        self.machine = fsm.Machine(gap_min=gap_min)
+        self.params = dict(params or {})
+        self.machine = fsm.Machine(gap_min=gap_min, idle_min=idle_min)
         self.max_age_s = max_age_s
         self.clock = clock
         self.counts: Counter[str] = Counter()
@@ -155,7 +161,7 @@ class Scanner:
     def _dispatch(self, actions: list[fsm.Action], *, replay: bool = False) -> None:
         batch = []
         for action in actions:
-            instruction = instruction_for(action, self.layout)
+            instruction = instruction_for(action, self.layout, params=self.params)
             self.counts[type(action).__name__] += 1
             if isinstance(action, fsm.NotHandled):
                 self._note_once(action.frame.path, f"not handled by the realtime scanner: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,14 +74,15 @@ def frames_for(engine, query: Query) -> list[fsm.Frame]:
 
 
 def plan(engine, query: Query, *, layout: Layout, gap_min: float = 30.0, source: str = "raw",
-         psfsub: tuple[str, ...] = FULL_PSFSUB) -> Plan:
-    """The instructions that reprocess the query's data."""
+         psfsub: tuple[str, ...] = FULL_PSFSUB, params: Mapping[str, Any] | None = None) -> Plan:
+    """The instructions that reprocess the query's data (``params``: for the PSF-subtraction
+    algorithms, as the realtime scanner's)."""
     if source not in SOURCES:
         raise ValidationError("--from", f"{source!r}: expected one of {', '.join(SOURCES)}")
     out = Plan(items=[], skipped=[])
     for action in fsm.run(frames_for(engine, query), gap_min=gap_min):
         if isinstance(action, fsm.FinishSequence):
-            _plan_sequence(engine, action.frames, layout, source, psfsub, out)
+            _plan_sequence(engine, action.frames, layout, source, psfsub, params, out)
         elif isinstance(action, fsm.CombineDarks | fsm.SolveWavelength) and source == "raw":
             out.items.append(Planned(_calibration_label(action),
                                      instruction_for(action, layout, force=True)))
@@ -89,18 +91,20 @@ def plan(engine, query: Query, *, layout: Layout, gap_min: float = 30.0, source:
     return out
 
 
-def _plan_sequence(engine, frames, layout: Layout, source: str, psfsub, out: Plan) -> None:
+def _plan_sequence(engine, frames, layout: Layout, source: str, psfsub, params,
+                   out: Plan) -> None:
     first = frames[0]
     label = f"{first.date} {first.target_name} {first.band} {first.mode}: {len(frames)} frames"
     if source == "raw":
-        ins = sequence_instruction(frames, layout, psfsub=psfsub, force=True)
+        ins = sequence_instruction(frames, layout, psfsub=psfsub, force=True, params=params)
         out.items.append(Planned(f"{label} -> cubes, then {', '.join(psfsub) or 'nothing'}", ins))
         return
     cubes = tuple(c for f in frames if (c := _cube_of(engine, f.name)) is not None)
     if len(cubes) < 2:
         out.skipped.append(f"{label}: {len(cubes)} cube(s) on record; use --from raw")
         return
-    ins = sequence_instruction(frames, layout, psfsub=psfsub, force=True, cubes=cubes)
+    ins = sequence_instruction(frames, layout, psfsub=psfsub, force=True, cubes=cubes,
+                               params=params)
     out.items.append(Planned(f"{label} ({len(cubes)} cubes) -> {', '.join(psfsub)}", ins))
 
 

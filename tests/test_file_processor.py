@@ -1,0 +1,100 @@
+"""The FileProcessor's bookkeeping, driven message by message (no DRP, no job processes)."""
+from __future__ import annotations
+
+import logging
+import queue
+from pathlib import Path
+
+from cruncher.backend.file_processor import CubeRegistry, FileProcessor
+from cruncher.backend.psf_queue import PsfQueue
+from cruncher.backend.reduction import RecipeFinished
+from cruncher.messages import Instruction
+from tests.test_reduction_thread import journal  # noqa: F401  (a fixture)
+
+
+class Recorder:
+    """The FileProcessor's outside world: recipes it submits, events it publishes."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.recipes: list = []
+        self.events: queue.Queue = queue.Queue()
+        self.fail = fail
+
+    def submit(self, *requests) -> None:
+        if self.fail:
+            raise RuntimeError("the DRP queue directory vanished")
+        self.recipes.extend(requests)
+
+    def finished(self, timeout: float = 10.0):
+        """The next InstructionFinished event (others are skipped)."""
+        while True:
+            event = self.events.get(timeout=timeout)
+            if event.type == "finished":
+                return event
+
+
+def processor(journal, tmp_path: Path, world: Recorder) -> FileProcessor:
+    fp = FileProcessor(journal=journal, submit_recipe=world.submit, psf_queue=PsfQueue(),
+                       cubes=CubeRegistry(), publish=world.events.put,
+                       calibrations=tmp_path / "calibrations")
+    fp.start()
+    return fp
+
+
+def test_a_full_instruction_on_one_cube_made_earlier_finishes_once(journal, tmp_path,  # noqa: F811
+                                                                  caplog):
+    world = Recorder()
+    fp = processor(journal, tmp_path, world)
+    try:
+        raw, outdir = str(tmp_path / "S20160315S0010.fits"), str(tmp_path / "reduced")
+        quicklook = Instruction(files=(raw,), outdir=outdir, quicklook=True, psfsub=("cadi",))
+        journal.record_instruction(quicklook, check_bad=False)
+        fp.submit(quicklook)
+        cube = tmp_path / "reduced" / "S20160315S0010_spdc.fits"
+        cube.parent.mkdir()
+        cube.write_bytes(b"a cube")
+        _wait(lambda: world.recipes)
+        fp.recipe_finished(RecipeFinished(request=world.recipes[0], ok=True, products=(str(cube),)))
+        assert world.finished().job_id == quicklook.id
+
+        full = Instruction(files=(raw,), outdir=outdir, psfsub=("cadi", "klip"))
+        journal.record_instruction(full, check_bad=False)
+        fp.submit(full)
+        event = world.finished()
+        assert event.job_id == full.id and event.state == "done"
+        assert "too few" in event.summary["failures"]["psfsub"]
+        journal.flush()
+        assert journal.get(full.id)["state"] == "done"
+        assert len(world.recipes) == 1, "the cube was not made again"
+        fp.stop()
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        fp.stop()
+
+
+def test_an_instruction_whose_handling_raises_is_failed_not_left_accepted(journal,  # noqa: F811
+                                                                         tmp_path):
+    world = Recorder(fail=True)
+    fp = processor(journal, tmp_path, world)
+    try:
+        ins = Instruction(files=(str(tmp_path / "S20160315S0001.fits"),),
+                          outdir=str(tmp_path / "reduced"))
+        journal.record_instruction(ins, check_bad=False)
+        fp.submit(ins)
+        event = world.finished()
+        assert event.state == "failed" and "vanished" in event.summary["failures"]["backend"]
+        journal.flush()
+        row = journal.get(ins.id)
+        assert row["state"] == "failed" and "RuntimeError" in row["error"]
+        assert fp.is_alive()
+    finally:
+        fp.stop()
+
+
+def _wait(condition, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
