@@ -59,6 +59,19 @@ def engine(db_url):
 
 
 @pytest.fixture
+def journal(tmp_path):
+    """A backend journal on a fresh SQLite database."""
+    from cruncher.backend.journal import Journal
+
+    eng = dbengine.make_engine(f"sqlite:///{tmp_path / 'journal.db'}")
+    dbengine.init_db(eng)
+    journal = Journal(eng)
+    yield journal
+    journal.close()
+    eng.dispose()
+
+
+@pytest.fixture
 def write_frame(tmp_path) -> Callable[..., Path]:
     """Write a small raw GPI frame: ``write_frame(number, directory=..., **FrameInfo fields)``."""
     def write(number: int = 1, directory: Path | None = None, data=None, **fields) -> Path:

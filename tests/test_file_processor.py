@@ -9,7 +9,6 @@ from cruncher.backend.file_processor import CubeRegistry, FileProcessor
 from cruncher.backend.psf_queue import PsfQueue
 from cruncher.backend.reduction import RecipeFinished
 from cruncher.messages import Instruction
-from tests.test_reduction_thread import journal  # noqa: F401  (a fixture)
 
 
 class Recorder:
@@ -41,8 +40,7 @@ def processor(journal, tmp_path: Path, world: Recorder) -> FileProcessor:
     return fp
 
 
-def test_a_full_instruction_on_one_cube_made_earlier_finishes_once(journal, tmp_path,  # noqa: F811
-                                                                  caplog):
+def test_a_full_instruction_on_one_cube_made_earlier_finishes_once(journal, tmp_path, caplog):
     world = Recorder()
     fp = processor(journal, tmp_path, world)
     try:
@@ -72,8 +70,7 @@ def test_a_full_instruction_on_one_cube_made_earlier_finishes_once(journal, tmp_
         fp.stop()
 
 
-def test_an_instruction_whose_handling_raises_is_failed_not_left_accepted(journal,  # noqa: F811
-                                                                         tmp_path):
+def test_an_instruction_whose_handling_raises_is_failed_not_left_accepted(journal, tmp_path):
     world = Recorder(fail=True)
     fp = processor(journal, tmp_path, world)
     try:

@@ -57,6 +57,14 @@ def test_a_night_of_darks_arcs_and_two_sequences():
     assert machine.state is State.IDLE and machine.close() == []
 
 
+def test_idleness_can_finish_a_sequence_sooner_than_the_header_gap():
+    frames = [frame(i, 20 * i) for i in range(1, 4)]     # 20 min apart: one sequence
+    machine = Machine(gap_min=30, idle_min=5)
+    assert [type(a).__name__ for a in machine.feed_all(frames)] == ["ReduceFrame"] * 3
+    assert machine.tick(4.9) == []
+    assert machine.tick(5.1) == [FinishSequence(tuple(frames), "no new frame for 5 min")]
+
+
 def test_a_band_change_or_a_gap_starts_a_new_sequence():
     h = [frame(1, 0), frame(2, 1)]
     j = [frame(3, 2, band="J")]

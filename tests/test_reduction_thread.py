@@ -4,11 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 
-from cruncher.backend.journal import Journal
 from cruncher.backend.reduction import RecipeFinished, RecipeRequest, ReductionThread
-from cruncher.db import engine as dbengine
 from cruncher.recipes import queue
 from cruncher.recipes.templates import make_recipe
 
@@ -24,15 +21,6 @@ def _wait_for(condition, timeout: float = 10.0) -> None:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
-
-@pytest.fixture
-def journal(tmp_path):
-    engine = dbengine.make_engine(f"sqlite:///{tmp_path / 'cruncher.db'}")
-    dbengine.init_db(engine)
-    journal = Journal(engine)
-    yield journal
-    journal.close()
-    engine.dispose()
 
 
 def test_an_arc_arriving_with_its_dark_waits_for_it(tmp_path, journal):
