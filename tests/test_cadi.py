@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -235,13 +236,17 @@ def test_one_cube_is_refused(sim, tmp_path):
     assert not (tmp_path / "reduced").exists()
 
 
-def test_cubes_without_rotation_are_refused(sim, tmp_path):
+def test_cubes_without_rotation_are_refused_but_still_get_a_quicklook(sim, tmp_path):
     copies = []
     for i in range(3):
         copies.append(str(tmp_path / f"S20160314S{900 + i:04d}_spdc.fits"))
         shutil.copy(sim["paths"][0], copies[-1])
     with pytest.raises(BadInputError, match="no field rotation.*ADI cannot separate planets"):
         cadi.run_cadi(_job(tmp_path, copies))
+    quick = replace(_job(tmp_path, copies), params={"quicklook": True})
+    result = cadi.run_cadi(quick)
+    (png,) = [p for p in result.products if p.kind == "quicklook_png"]
+    assert Path(png.path).stat().st_size > 0 and png.extras["field_rotation"] < 0.5
 
 
 def test_a_truncated_cube_is_refused_and_named(sim, tmp_path):

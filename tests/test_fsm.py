@@ -164,3 +164,33 @@ def test_the_gap_setting_is_what_splits(gap):
     frames = [frame(1, 0), frame(2, 10), frame(3, 20)]
     sequences = [a for a in fsm.run(frames, gap_min=gap) if isinstance(a, FinishSequence)]
     assert len(sequences) == (3 if gap < 10 else 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(nights(), st.randoms(use_true_random=False))
+def test_the_instructions_ask_for_the_same_work_however_files_are_batched(frames, rnd):
+    """The scanner sends one quicklook per sequence and batch (it names every frame so far):
+    batching changes how many quicklooks, never which cubes, sequences or calibrations."""
+    from pathlib import Path
+
+    from cruncher.instructors.dispatch import Layout, instruction_for
+    from cruncher.instructors.realtime import _covered_by_a_later_quicklook
+
+    layout = Layout(reduced=Path("/reduced"), calibrations=Path("/calibrations"))
+
+    def work(batches) -> tuple:
+        machine, sent = Machine(gap_min=30), []
+        for batch in batches:
+            actions = machine.feed_all(batch)
+            skip = _covered_by_a_later_quicklook(actions)
+            sent += [instruction_for(a, layout) for i, a in enumerate(actions) if i not in skip]
+        sent += [instruction_for(a, layout) for a in machine.close()]
+        sent = [i for i in sent if i is not None]
+        cubes = sorted({f for i in sent if i.quicklook for f in i.files})
+        return cubes, [i for i in sent if not i.quicklook]
+
+    cuts = sorted(rnd.sample(range(1, len(frames)), min(len(frames) - 1, rnd.randint(0, 8))))
+    batches = [frames[a:b] for a, b in zip([0] + cuts, cuts + [len(frames)])]
+    assert work(batches) == work([[f] for f in frames])
+    cubes, _ = work([frames])
+    assert cubes == sorted(f.path for f in _science(frames))

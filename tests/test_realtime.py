@@ -55,11 +55,11 @@ def test_a_night_becomes_calibrations_quicklooks_and_two_sequences(engine, backe
                                                                    tmp_path):
     scan = scanner(engine, backend, tmp_path)
     paths = frames_of(night)
-    scan.arrived(paths)
+    for path in paths:
+        scan.arrived([path])
     scan.close()
-    kinds = [("cal" if i.mode == "cal" else "quicklook" if i.quicklook else "full")
-             for i in backend.received]
-    assert kinds == ["cal", "cal"] + ["quicklook"] * 6 + ["full"] + ["quicklook"] * 3 + ["full"]
+    assert _kinds(backend.received) == ["cal", "cal"] + ["quicklook"] * 6 + ["full"] + \
+        ["quicklook"] * 3 + ["full"]
     darks, arc = backend.received[:2]
     assert [Path(f).name for f in darks.files] == [Path(p).name for p in paths[:2]]
     assert arc.files == (paths[2],)
@@ -69,6 +69,23 @@ def test_a_night_becomes_calibrations_quicklooks_and_two_sequences(engine, backe
                                     "20131118_H_Spec")
     assert backend.received[-1].files == tuple(paths[9:]) and backend.received[-1].band == "J"
     assert backend.received[7].files == tuple(paths[3:9])      # the quicklook of 6 frames so far
+
+
+def test_a_batch_asks_for_one_quicklook_per_sequence(engine, backend, night, tmp_path):
+    scan = scanner(engine, backend, tmp_path)
+    paths = frames_of(night)
+    scan.arrived(paths)                      # a sync delivering the whole night at once
+    scan.close()
+    assert _kinds(backend.received) == ["cal", "cal", "quicklook", "full", "quicklook", "full"]
+    assert backend.received[2].files == tuple(paths[3:9])      # every frame of the sequence
+    assert scan.counts["ReduceFrame"] == 9
+    assert sorted(f for i in backend.received if i.mode == "spec" for f in i.files) == \
+        sorted(paths[3:] * 2)                # each frame: its cube once, its full sequence once
+
+
+def _kinds(instructions) -> list[str]:
+    return [("cal" if i.mode == "cal" else "quicklook" if i.quicklook else "full")
+            for i in instructions]
 
 
 def test_a_restarted_scanner_resumes_and_instructs_nothing_twice(engine, backend, night, tmp_path):
@@ -82,9 +99,10 @@ def test_a_restarted_scanner_resumes_and_instructs_nothing_twice(engine, backend
     second.arrived(paths)                              # the first scan sees everything again
     second.close()
     ids = [i.id for i in backend.received]
-    assert len(ids) == len(set(ids)) == 2 + 9 + 2
-    quicklook_4 = backend.received[sent_before]
-    assert quicklook_4.files == tuple(paths[3:7])      # the sequence went on where it was
+    # 2 calibrations, 1 quicklook per batch and sequence, 2 full sequences: nothing twice
+    assert len(ids) == len(set(ids)) == 2 + (1 + 2) + 2
+    quicklook = backend.received[sent_before]
+    assert quicklook.files == tuple(paths[3:9])        # the sequence went on where it was
 
 
 def test_unreadable_old_and_bad_files_are_reported_and_the_rest_goes_on(engine, backend, night,

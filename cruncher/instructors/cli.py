@@ -56,7 +56,7 @@ def _scan(args, settings: Settings) -> int:
     rawdir = args.rawdir or Path(settings.paths.raw)
     url = backend_url(settings, args.backend)
     scanner = Scanner(engine=open_database(settings, create=True), layout=layout_from(settings),
-                      send=_sender(url, settings.backend.token), gap_min=rt.sequence_gap_min,
+                      send=backend_sender(url, settings.backend.token), gap_min=rt.sequence_gap_min,
                       idle_min=rt.idle_close_min or None, max_age_s=rt.max_age_days * 86400, params=args.params)
     scanner.resume()
     if args.once:
@@ -97,7 +97,8 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def _sender(url: str, token: str):
+def backend_sender(url: str, token: str):
+    """Send instructions to the backend at ``url``; rejections are logged."""
     from cruncher.backend import client
 
     def send(instructions) -> None:

@@ -114,6 +114,12 @@ class Scanner:
         return actions
 
     @property
+    def frames_handled(self) -> int:
+        """Frames fed to the state machine, their instructions sent (or kept to send)."""
+        with self._lock:
+            return len(self._fed)
+
+    @property
     def unsent(self) -> int:
         """Instructions not delivered yet (the backend was unreachable)."""
         return len(self._unsent)
@@ -160,9 +166,15 @@ class Scanner:
 
     def _dispatch(self, actions: list[fsm.Action], *, replay: bool = False) -> None:
         batch = []
-        for action in actions:
-            instruction = instruction_for(action, self.layout, params=self.params)
+        covered = _covered_by_a_later_quicklook(actions)
+        for i, action in enumerate(actions):
             self.counts[type(action).__name__] += 1
+            if i in covered:
+                if not replay:
+                    _log.info("%s: cube, with the quicklook of the frames that came with it",
+                              action.frame.name)
+                continue
+            instruction = instruction_for(action, self.layout, params=self.params)
             if isinstance(action, fsm.NotHandled):
                 self._note_once(action.frame.path, f"not handled by the realtime scanner: "
                                                    f"{action.reason}")
@@ -202,6 +214,17 @@ class Scanner:
                 queries.add_note(self.engine, path, text, user="realtime")
         except CruncherError as exc:
             _log.warning("%s: note not recorded (%s)", path, exc, extra={"path": path})
+
+
+def _covered_by_a_later_quicklook(actions: list[fsm.Action]) -> set[int]:
+    """Indices of the ReduceFrame actions a later one of the same sequence covers: its instruction
+    names their frames too, so a batch of 1,000 frames is one instruction, not 1,000 growing ones."""
+    last: dict[str, int] = {}
+    for i, action in enumerate(actions):
+        if isinstance(action, fsm.ReduceFrame):
+            last[action.sequence[0].name] = i
+    return {i for i, action in enumerate(actions) if isinstance(action, fsm.ReduceFrame)
+            and last[action.sequence[0].name] != i}
 
 
 def run(scanner: Scanner, arrivals, stop: threading.Event, *, tick_s: float = 5.0) -> None:

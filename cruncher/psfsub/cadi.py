@@ -73,13 +73,15 @@ def output_centre(shape: tuple[int, ...]) -> tuple[float, float]:
     return float(shape[-1] // 2), float(shape[-2] // 2)
 
 
-def check_usable(data: ds.Dataset) -> None:
-    """Refuse sequences ADI cannot reduce, with a reason a person understands."""
+def check_usable(data: ds.Dataset, *, need_rotation: bool = True) -> None:
+    """Refuse sequences ADI cannot reduce, with a reason a person understands. A quicklook
+    (``need_rotation=False``) is made from the second cube on, rotation or not: early in a
+    sequence the observer still wants to see the frames (and SDI works without rotation)."""
     first = data.paths[0] if data.paths else "<dataset>"
     if data.n_cubes < 2:
         raise BadInputError(first, f"{data.n_cubes} cube(s): ADI needs a sequence of at least 2")
     rotation = data.field_rotation
-    if rotation < MIN_ROTATION_DEG:
+    if need_rotation and rotation < MIN_ROTATION_DEG:
         raise BadInputError(first, f"no field rotation ({rotation:.2f} deg over {data.n_cubes} "
                                    "cubes): ADI cannot separate planets from speckles")
 
@@ -116,8 +118,8 @@ def broadband(data: ds.Dataset, *, sdi: bool = False) -> np.ndarray:
     return out
 
 
-def cadi(data: ds.Dataset, *, sdi: bool = False, cycles: float = HIGHPASS_CYCLES
-         ) -> tuple[np.ndarray, tuple[float, float]]:
+def cadi(data: ds.Dataset, *, sdi: bool = False, cycles: float = HIGHPASS_CYCLES,
+         need_rotation: bool = True) -> tuple[np.ndarray, tuple[float, float]]:
     """The cADI (or, with ``sdi``, SDI + cADI) image of a sequence and the star's (x, y) in it.
 
     The image is north-up, east-left, in contrast units when the cubes carry satellite-spot
@@ -125,7 +127,7 @@ def cadi(data: ds.Dataset, *, sdi: bool = False, cycles: float = HIGHPASS_CYCLES
     """
     from pyklip.klip import rotate
 
-    check_usable(data)
+    check_usable(data, need_rotation=need_rotation)
     images = broadband(data, sdi=sdi)
     scale = contrast_scale(data)
     if scale is not None:
@@ -199,7 +201,7 @@ def _run(job: JobFile, *, flavours: tuple[bool, ...], quick: bool) -> Result:
     result = Result(job_id=job.id)
     start = time.perf_counter()
     data = ds.load(list(job.inputs))
-    check_usable(data)
+    check_usable(data, need_rotation=not quick)
     result.timings["load_s"] = round(time.perf_counter() - start, 3)
     cycles = float(job.params.get("highpass_cycles", HIGHPASS_CYCLES))
     grade = "quicklook" if quick else "science"
@@ -207,12 +209,14 @@ def _run(job: JobFile, *, flavours: tuple[bool, ...], quick: bool) -> Result:
     # Inside the focal plane mask (and just outside its edge) there is nothing to detect.
     inner_px = fpm_radius_lenslets(data.band) + 2
     title = quicklook.title(data.target, data.band, data.date, data.n_cubes, data.field_rotation)
+    if data.field_rotation < MIN_ROTATION_DEG:
+        title += "  (too little rotation for ADI yet)"
     outdir = Path(job.outdir)
     panels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for sdi in flavours:
         algorithm = "cadi_sdi" if sdi else "cadi"
         tick = time.perf_counter()
-        image, centre = cadi(data, sdi=sdi, cycles=cycles)
+        image, centre = cadi(data, sdi=sdi, cycles=cycles, need_rotation=not quick)
         snr_map = snr_image(image, centre, inner_px=inner_px)
         result.timings[f"{algorithm}_s"] = round(time.perf_counter() - tick, 3)
         params = {"algorithm": algorithm, "highpass_cycles": cycles, "sdi": sdi,
