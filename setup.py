@@ -30,7 +30,7 @@ EXTRAS = {
     "gpu": ["cupy-cuda12x>=13"],
     "chat": ["slack_sdk>=3.27"],
     "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "ruff>=0.4", "mpi4py>=3.1",
-             "mpich"],
+             "mpich", "slack_sdk>=3.27"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

@@ -21,7 +21,7 @@ from cruncher.logs import setup_logging
 
 _log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_IMPLEMENTED = 0, 1, 2, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = """\
 cruncher: automated data processing for high-contrast imaging surveys.
 
@@ -201,12 +201,7 @@ def _toml_value(value) -> str:
     return json.dumps(str(value))
 
 
-# --- console scripts whose issues have not landed yet ------------------------------------------
-
-
-def _not_implemented(name: str) -> int:
-    print(f"{name}: not implemented yet", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+# --- the other console scripts ----------------------------------------------------------------
 
 
 def reprocess_main(argv: Sequence[str] | None = None) -> int:
@@ -217,5 +212,7 @@ def reprocess_main(argv: Sequence[str] | None = None) -> int:
 
 
 def super_cruncher_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``super_cruncher`` (issue G)."""
-    return _not_implemented("super_cruncher")
+    """Entry point of ``super_cruncher``."""
+    from cruncher.instructors.super_cruncher import parser
+
+    return run_command(parser(), argv)

@@ -223,9 +223,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
+#: Variables other tools already use for a setting (``CRUNCHER_<SECTION>_<KEY>`` wins over them).
+ENV_ALIASES = {"SLACK_BOT_TOKEN": "chat.slack_bot_token", "SLACK_APP_TOKEN": "chat.slack_app_token"}
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """``{"section.key": (text, "environment VAR")}`` for every ``CRUNCHER_<SECTION>_<KEY>``."""
-    found: dict[str, tuple[str, str]] = {}
+    """``{"section.key": (text, "environment VAR")}`` for every ``CRUNCHER_<SECTION>_<KEY>``
+    (and the :data:`ENV_ALIASES`)."""
+    found: dict[str, tuple[str, str]] = {name: (env[var], f"environment {var}")
+                                         for var, name in ENV_ALIASES.items() if env.get(var)}
     for var, text in env.items():
         if not var.startswith(ENV_PREFIX) or var.startswith(RESERVED_ENV):
             continue

@@ -14,7 +14,7 @@ def setting(default: Any, doc: str, *, secret: bool = False, choices: tuple | No
             minimum: float | None = None) -> Any:
     """Declare one setting: its default and what a reader of ``cruncher config`` needs to know."""
     meta = {"doc": doc, "secret": secret, "choices": choices, "minimum": minimum}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)   # no token in a traceback
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +107,10 @@ class ChatSettings:
     webhook_url: str = setting("", "Incoming webhook (Slack or Mattermost) for post-only mode.",
                                secret=True)
     max_alerts_per_hour: int = setting(10, "Most failure alerts posted per hour.", minimum=1)
+    digest_min: float = setting(15.0, "Least minutes between two digests of held-back failures.",
+                                minimum=0)
+    api_url: str = setting("https://slack.com/api/", "Slack Web API base URL (a proxy or a "
+                           "test server).")
 
 
 @dataclass(frozen=True, kw_only=True)

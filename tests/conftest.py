@@ -114,6 +114,18 @@ def sim_night(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def two_target_night(tmp_path_factory):
+    """Darks at two exposure times, an arc, 3 frames of HD 95086, then 3 of HR 2562 (H band)."""
+    from cruncher.instruments.gpi.sim.night import NightPlan, SequencePlan, simulate_night
+
+    out = tmp_path_factory.mktemp("two-target-night")
+    truth = simulate_night(NightPlan(out=out, seed=5, darks=2, arc_darks=2, sequences=(
+        SequencePlan(target="HD 95086", frames=3),
+        SequencePlan(target="HR 2562", frames=3, arc=False))))
+    return out, truth
+
+
+@pytest.fixture(scope="session")
 def reduced_night(sim_night):
     """``sim_night`` reduced by the built-in DRP: master darks, quick wavecal, science cubes."""
     from cruncher.drp.calibrations import CalibrationIndex

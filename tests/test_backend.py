@@ -164,7 +164,7 @@ def test_bad_files_are_dropped_and_paths_outside_the_roots_refused(tmp_path, cub
 @pytest.fixture
 def backend(tmp_path):
     b = Backend(settings_for(tmp_path / "data", drp__mode="external", backend__interface="queue",
-                             psfsub__job_timeout_s=2, psfsub__max_tries=3,
+                             psfsub__job_timeout_s=5, psfsub__max_tries=3,
                              psfsub__klip_workers=2)).start()
     yield b
     b.stop()
@@ -188,7 +188,7 @@ def test_a_hanging_job_is_killed_with_its_whole_process_tree(backend, cubes):
     finished(events, {reply["instruction_id"]}, timeout=60)
     psf = jobs(backend, "psf")
     assert {j["state"] for j in psf} == {"failed"}
-    assert all("timed out after 2 s" in j["error"] for j in psf)
+    assert all("timed out after 5 s" in j["error"] for j in psf)
     time.sleep(0.5)
     leftovers = []
     for proc in Path("/proc").iterdir():

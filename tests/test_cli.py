@@ -106,9 +106,16 @@ def test_every_command_explains_itself(capsys, argv):
     assert "usage: cruncher" in out and len(out.splitlines()) > 5
 
 
-def test_unfinished_console_scripts_say_so(capsys):
-    assert super_cruncher_main([]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_super_cruncher_explains_itself_and_what_it_needs(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        super_cruncher_main([])
+    assert exc.value.code == 2 and "instructions" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        super_cruncher_main(["--help"])
+    out = capsys.readouterr().out
+    assert "usage: super_cruncher" in out and "--resume" in out and "phases" in out
+    assert super_cruncher_main([str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
 
 
 def test_reprocess_without_a_target_says_what_it_needs(capsys):
@@ -120,8 +127,8 @@ def test_installed_console_scripts_run():
     bindir = __import__("pathlib").Path(sys.executable).parent
     out = subprocess.run([bindir / "cruncher", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("cruncher ")
-    res = subprocess.run([bindir / "super_cruncher"], capture_output=True, text=True)
-    assert res.returncode == 2 and "not implemented yet" in res.stderr
+    res = subprocess.run([bindir / "super_cruncher", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "usage: super_cruncher" in res.stdout
     res = subprocess.run([bindir / "reprocess", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: reprocess" in res.stdout
 

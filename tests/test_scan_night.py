@@ -36,18 +36,6 @@ PARAMS = {"test": {"action": "write"}}
 IDLE_MIN = 0.15          # the last sequence is finished 9 s after the last file
 
 
-@pytest.fixture(scope="module")
-def two_target_night(tmp_path_factory):
-    """Darks at two exposure times, an arc, 3 frames of HD 95086, then 2 of HR 2562 (H band)."""
-    from cruncher.instruments.gpi.sim.night import NightPlan, SequencePlan, simulate_night
-
-    out = tmp_path_factory.mktemp("streamed-night")
-    truth = simulate_night(NightPlan(out=out, seed=5, darks=2, arc_darks=2, sequences=(
-        SequencePlan(target="HD 95086", frames=3),
-        SequencePlan(target="HR 2562", frames=2, arc=False))))
-    return out, truth
-
-
 def test_a_streamed_night_with_a_restart_then_reprocessed(db_url, two_target_night, tmp_path):
     sim, truth = two_target_night
     sources = sorted((sim / "raw").glob("*/*.fits"))

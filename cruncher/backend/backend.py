@@ -33,9 +33,7 @@ from cruncher.backend.runner import JobRunner, Outcome
 from cruncher.backend.workers import WorkerPool
 from cruncher.config import Settings
 from cruncher.db import engine as dbengine
-from cruncher import __version__
-from cruncher.db.products import record_contrast, record_detections, record_product
-from cruncher.instruments.gpi.optics import LENSLET_SCALE
+from cruncher.db.announced import record_announced, record_cube
 from cruncher.drp.worker import WorkerConfig
 from cruncher.errors import CruncherError, OutsideDataRootError
 from cruncher.messages import Failure, Instruction, InstructionError, ProductReady, Reply
@@ -244,10 +242,7 @@ class Backend:
 
     def _record_cube(self, cube: str, raw: str) -> None:
         try:
-            header = fits.getheader(cube)
-            record_product(self.engine, path=cube, kind="spdc", inputs=[raw],
-                           target=header.get("OBJECT"), mode="spec",
-                           band=_band(header), software=header.get("DRPVER"))
+            record_cube(self.engine, cube, raw)
         except (OSError, CruncherError) as exc:
             _log.warning("could not record cube %s: %s", cube, exc)
 
@@ -257,44 +252,19 @@ class Backend:
             raws = _raw_inputs(cubes)
             about = _dataset_of(cubes[0]) if cubes else {}
             for product in outcome.result.products:
-                try:
-                    self._record(job, product, raws, about)
-                except CruncherError as exc:
-                    _log.warning("could not record %s: %s", product.path, exc)
-                self.events.publish(ProductReady(
+                event = ProductReady(
                     job_id=job.id, kind=product.kind, path=product.path, grade=product.grade,
                     inputs=tuple(raws), target=about.get("target"), band=about.get("band"),
-                    mode="spec", date=about.get("date"), extras=product.extras))
+                    mode="spec", date=about.get("date"), extras=product.extras)
+                try:
+                    record_announced(self.engine, event, params=dict(job.params))
+                except CruncherError as exc:
+                    _log.warning("could not record %s: %s", product.path, exc)
+                self.events.publish(event)
         elif not outcome.ok:
             self.events.publish(Failure(job_id=job.id, stage="psfsub", reason=outcome.reason,
                                         sequence=job.dataset))
         self.file_processor.job_finished(job, outcome)
-
-
-    def _record(self, job: PsfJob, product, raws: list[str], about: dict) -> None:
-        """A product's ``reduced`` row, its raw links, contrast curve and detections."""
-        extras = product.extras or {}
-        reduced_id = record_product(self.engine, path=product.path, kind=product.kind,
-                                    inputs=raws, grade=product.grade, job_id=job.id,
-                                    params=dict(job.params), target=about.get("target"),
-                                    band=about.get("band"), mode="spec",
-                                    date_obs=about.get("date_obs"),
-                                    fiducial=extras.get("fiducial"),
-                                    software=f"cruncher {__version__}")
-        if "contrast" in extras and "separation_arcsec" in extras:
-            record_contrast(self.engine, reduced_id, extras.get("planet_type", "?"),
-                            extras["separation_arcsec"], extras["contrast"],
-                            calibrated=bool(extras.get("calibrated")),
-                            pixel_scale=LENSLET_SCALE)
-        if extras.get("detections") is not None:
-            record_detections(self.engine, reduced_id, extras["detections"],
-                              extras.get("detection_kl"))
-
-
-def _band(header) -> str | None:
-    from cruncher.instruments.gpi.keywords import band_from_filter
-
-    return band_from_filter(header.get("IFSFILT"))
 
 
 def _raw_inputs(cubes: tuple[str, ...]) -> list[str]:
@@ -305,19 +275,14 @@ def _raw_inputs(cubes: tuple[str, ...]) -> list[str]:
 @functools.lru_cache(maxsize=1000)
 def _dataset_of(cube: str) -> dict:
     """Target, band and date of the dataset a cube belongs to (read once per cube)."""
-    import datetime as dt
+    from cruncher.instruments.gpi.keywords import band_from_filter
 
     try:
         header = fits.getheader(cube)
     except OSError:
         return {}
-    date = str(header.get("DATE-OBS", ""))[:10]
-    try:
-        date_obs = dt.date.fromisoformat(date)
-    except ValueError:
-        date_obs = None
-    return {"target": header.get("OBJECT"), "band": _band(header), "date": date or None,
-            "date_obs": date_obs}
+    return {"target": header.get("OBJECT"), "band": band_from_filter(header.get("IFSFILT")),
+            "date": str(header.get("DATE-OBS", ""))[:10] or None}
 
 
 @functools.lru_cache(maxsize=20_000)

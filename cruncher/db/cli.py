@@ -5,7 +5,7 @@ import argparse
 import datetime as dt
 import json
 import sys
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cruncher.config import Settings, mask_url
@@ -46,6 +46,16 @@ def register(sub, common) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal)")
+
+    p = add_command(dbsub, common, "ingest-products", _ingest_products, logs_to_file=True,
+                    help="record the products of a super_cruncher campaign (with raw links)",
+                    epilog="Reads the manifests (products.jsonl) the ranks wrote under DIR and "
+                           "records every product still on disk, linked to its raw frames. "
+                           "Running it again changes nothing. Exit status 1 if any entry could "
+                           "not be recorded.")
+    p.add_argument("directory", type=Path, metavar="DIR", help="the campaign's data root")
+    p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
+                   help="products were moved: replace this path prefix (repeatable)")
 
     for name, bad, needs_note in (("mark-bad", True, True), ("mark-good", False, False)):
         p = add_command(dbsub, common, name, _mark, logs_to_file=True,
@@ -121,6 +131,24 @@ def _ingest(args, settings: Settings) -> int:
     print(report.summary())
     for path, reason in report.failed:
         print(f"  FAILED {path}: {reason}")
+    return 1 if report.failed else 0
+
+
+def _ingest_products(args, settings: Settings) -> int:
+    from cruncher import pathmap
+    from cruncher.db.announced import MANIFEST, ingest_manifests
+
+    engine = open_database(settings, create=True)
+    report = ingest_manifests(engine, args.directory, prefixes=pathmap.parse(args.map))
+    if not report.manifests:
+        print(f"no {MANIFEST} under {args.directory}: is it a super_cruncher output root?")
+        return 1
+    print(f"{report.recorded} product(s) recorded from {report.manifests} manifest(s); "
+          f"{len(report.missing)} no longer on disk, {len(report.failed)} failed")
+    for path in report.missing[:20]:
+        print(f"  missing {path}")
+    for where, reason in report.failed:
+        print(f"  FAILED {where}: {reason}")
     return 1 if report.failed else 0
 
 

@@ -151,11 +151,16 @@ def inputs_of_product(engine: Engine, product_path: str) -> list[RowMapping]:
         return list(conn.execute(query).mappings())
 
 
-def close_matches(engine: Engine, column: str, value: str, *, n: int = 5) -> list[str]:
-    """Distinct values of ``raw.<column>`` that look like ``value`` (for "did you mean")."""
-    col = schema.raw.c[column]
+def close_matches(engine: Engine, column: str, value: str, *, n: int = 5,
+                  kind: str | None = None) -> list[str]:
+    """Distinct values of ``raw.<column>`` that look like ``value`` (for "did you mean"); with
+    ``kind``, of ``reduced.<column>`` among the products of that kind."""
+    table = schema.raw if kind is None else schema.reduced
+    query = select(table.c[column]).distinct()
+    if kind is not None:
+        query = query.where(table.c.kind == kind)
     with reading(engine) as conn:
-        values = [v for v in conn.execute(select(col).distinct()).scalars() if v]
+        values = [v for v in conn.execute(query).scalars() if v]
     if column == "object":
         by_key = {normalise_object(v): v for v in values}
         keys = difflib.get_close_matches(normalise_object(value), list(by_key), n=n, cutoff=0.5)
@@ -200,3 +205,24 @@ def raw_by_names(engine: Engine, names: Iterable[str]) -> dict[str, RowMapping]:
             query = select(schema.raw).where(schema.raw.c.filename.in_(keys[i:i + _CHUNK]))
             rows.update((r["filename"], r) for r in conn.execute(query).mappings())
     return rows
+
+
+def latest_product(engine: Engine, kind: str, *, target: str | None = None,
+                   date: dt.date | None = None, band: str | None = None,
+                   mode: str | None = None) -> RowMapping | None:
+    """The newest product of ``kind`` (by observing date, then by when it was made) matching
+    what is given; the target matched as :func:`normalise_object` spells it."""
+    r = schema.reduced
+    query = select(r).where(r.c.kind == kind)
+    if target:
+        query = query.where(r.c.object_key == normalise_object(target))
+    if date:
+        query = query.where(r.c.date_obs == date)
+    if band:
+        query = query.where(func.upper(r.c.band) == band.upper())
+    if mode:
+        query = query.where(func.lower(r.c.mode) == mode.lower())
+    query = query.order_by(r.c.date_obs.desc(), r.c.updated_at.desc(), r.c.id.desc()).limit(1)
+    with reading(engine) as conn:
+        return conn.execute(query).mappings().first()
+

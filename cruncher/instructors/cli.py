@@ -44,6 +44,35 @@ def register(sub, common) -> None:
                         "(realtime.idle_close_min; default: the gap)")
     p.add_argument("--params", type=_json_object, default={}, metavar="JSON",
                    help=PARAMS_HELP)
+    p = add_command(sub, common, "bot", _bot, logs_to_file=True, epilog=BOT_EPILOG,
+                    help="the chatbot: post results and alerts to the team's chat, answer questions")
+    p.add_argument("--backend", metavar="URL", help="default: ws://backend.host:backend.port")
+    p.add_argument("--webhook", metavar="URL",
+                   help="post-only mode through this incoming webhook (chat.webhook_url)")
+    p.add_argument("--watch", type=Path, metavar="DIR",
+                   help="reduced tree watched while no backend answers (default: paths.reduced)")
+
+
+BOT_EPILOG = """Slack: create an app with a bot token (scopes chat:write, files:write, channels:read,
+app_mentions:read) and, to answer questions, Socket Mode with an app token; then
+  SLACK_BOT_TOKEN=xoxb-... SLACK_APP_TOKEN=xapp-... cruncher bot --set chat.channel=#observing
+Post-only (Slack or Mattermost incoming webhook):
+  cruncher bot --webhook https://hooks.slack.com/services/...
+Ask it, mentioning it: show me HD 95086[, 20160315[, H[, Spec]]] | status | time LST |
+sunrise | sunset | twilight | moon phase | help"""
+
+
+def _bot(args, settings: Settings) -> int:
+    from cruncher.backend.cli import backend_url
+    from cruncher.instructors.chatbot import serve
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    url = backend_url(settings, args.backend)
+    print(f"cruncher bot: following {url}, posting to {settings.chat.channel}; Ctrl-C to stop",
+          flush=True)
+    return serve(settings, url, webhook=args.webhook, watch=args.watch, stop=stop)
 
 
 def _scan(args, settings: Settings) -> int:

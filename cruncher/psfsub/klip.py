@@ -160,13 +160,27 @@ def kl_image(path: str | Path, kl: int) -> tuple[np.ndarray, tuple[float, float]
     """The KL-mode cube's image at cutoff ``kl`` (or the nearest), its star centre and header."""
     with fits.open(path) as hdul:
         hdu = hdul[1] if len(hdul) > 1 and hdul[1].data is not None else hdul[0]
-        data, header = np.asarray(hdu.data, np.float64), hdu.header
-        modes = [int(header[k]) for k in sorted(header) if k.startswith("KLMODE")] or \
-            list(range(data.shape[0]))
-        index = int(np.argmin(np.abs(np.array(modes) - kl)))
-        centre = (float(header.get("PSFCENTX", data.shape[2] // 2)),
-                  float(header.get("PSFCENTY", data.shape[1] // 2)))
-        return data[index], centre, header.copy()
+        data, header = np.asarray(hdu.data, np.float64), hdu.header.copy()
+    image, centre, _ = kl_plane(data, header, kl)
+    return image, centre, header
+
+
+def kl_plane(cube: np.ndarray, header: fits.Header, kl: int
+             ) -> tuple[np.ndarray, tuple[float, float], int]:
+    """The plane of a KL-mode cube nearest cutoff ``kl``: (image, star centre, its cutoff)."""
+    modes = kl_modes(header, cube.shape[0])
+    index = int(np.argmin(np.abs(np.array(modes) - kl)))
+    centre = (float(header.get("PSFCENTX", cube.shape[2] // 2)),
+              float(header.get("PSFCENTY", cube.shape[1] // 2)))
+    return cube[index], centre, modes[index]
+
+
+def kl_modes(header: fits.Header, planes: int) -> list[int]:
+    """The KL cutoff of each plane: ``KLMODE0``, ``KLMODE1``, ... in numeric order (as text,
+    KLMODE10 would sort before KLMODE2)."""
+    keys = sorted((k for k in header if k.startswith("KLMODE") and k[6:].isdigit()),
+                  key=lambda k: int(k[6:]))
+    return [int(header[k]) for k in keys] or list(range(planes))
 
 
 def add_provenance(paths: list[str], job: JobFile, light, params: Mapping[str, Any]) -> None:

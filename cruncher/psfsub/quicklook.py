@@ -88,10 +88,15 @@ def _draw(path: str | Path, images: Mapping[str, tuple[np.ndarray, np.ndarray]],
                    f"{label} SNR" if label else "SNR", scale_arcsec)
     fig.suptitle(title, fontsize=15)
     fig.subplots_adjust(left=0.04, right=0.95, bottom=0.04, top=0.91, wspace=0.2, hspace=0.15)
+    return save_png(fig, path, DPI)
+
+
+def save_png(fig, path: str | Path, dpi: int) -> Path:
+    """Write ``fig`` as a PNG atomically: a viewer polling the file never sees half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
+    fig.savefig(tmp, format="png", dpi=dpi)
     tmp.replace(path)
     return path
 

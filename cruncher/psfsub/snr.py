@@ -79,6 +79,8 @@ def detect(image: np.ndarray, centre: tuple[float, float], *, fwhm: float = DEFA
     again with the first pass's sources masked.
     """
     filtered = matched_filter(image, fwhm)
+    # the filter smears the field's outer NaN edge into spurious "sources": not searched there
+    filtered[near_outer_edge(image, 2 * fwhm)] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
         significance = filtered / noise_by_separation(filtered, centre)
         first = find_sources(significance, centre, flux=filtered, **kwargs)
@@ -90,6 +92,18 @@ def detect(image: np.ndarray, centre: tuple[float, float], *, fwhm: float = DEFA
             masked |= np.hypot(x - source["x"], y - source["y"]) < 2 * fwhm
         significance = filtered / noise_by_separation(filtered, centre, exclude=masked)
     return find_sources(significance, centre, flux=filtered, **kwargs)
+
+
+def near_outer_edge(image: np.ndarray, distance: float) -> np.ndarray:
+    """Pixels within ``distance`` of the NaN region around the field (the NaNs that touch the
+    image border; the coronagraph's NaN centre is not an edge)."""
+    nan = ~np.isfinite(image)
+    labels, _ = ndimage.label(nan)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, border[border > 0])
+    if not outside.any():
+        return np.zeros(image.shape, bool)
+    return ndimage.distance_transform_edt(~outside) <= distance
 
 
 def position_angle(dx: float, dy: float) -> float:

@@ -1,0 +1,1 @@
+"""The chatbot's parts: almanac, commands, rendering, posting."""
