@@ -283,10 +283,15 @@ def start_backend(data: Path, port: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cruncher", "backend", "--data-root", str(data), "--port",
            str(port), "--set", "psfsub.retry_backoff_s=0.05", "--set", "drp.poll_interval_s=0.05",
            *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr goes to a file, never a pipe: an unread pipe fills up and blocks the backend and its
+    # DRP workers (which inherit it) in the middle of a log line
+    data.mkdir(parents=True, exist_ok=True)
+    stderr = data.parent / f"backend-{port}-{time.monotonic_ns()}.stderr"
+    with stderr.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=sink)
     url = f"ws://127.0.0.1:{port}"
     wait_for(lambda: client.ping(url) or proc.poll() is not None, 60, "the backend to listen")
-    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    assert proc.poll() is None, stderr.read_text(errors="replace")[-3000:]
     return proc
 
 

@@ -20,11 +20,18 @@ pytestmark = pytest.mark.slow
 
 
 def start_worker(queue_dir: Path, cal: Path, logs: Path, name: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cruncher", "drp", "worker", "--name", name, "--queue", str(queue_dir),
-         "--calibrations", str(cal), "--log-dir", str(logs), "--poll", "0.05",
-         "--data-root", str(queue_dir.parent)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    logs.mkdir(parents=True, exist_ok=True)
+    # stderr to a file, not an unread pipe, which would block the worker once full
+    with stderr_file(logs, name).open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cruncher", "drp", "worker", "--name", name, "--queue",
+             str(queue_dir), "--calibrations", str(cal), "--log-dir", str(logs), "--poll", "0.05",
+             "--data-root", str(queue_dir.parent)],
+            stdout=subprocess.DEVNULL, stderr=sink)
+
+
+def stderr_file(logs: Path, name: str) -> Path:
+    return logs / f"{name}.stderr"
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -66,14 +73,14 @@ def test_two_workers_run_each_of_50_recipes_exactly_once(tmp_path, frame):
     names = [f"r{i:03d}" for i in range(50)]
     for name in names:
         queue.queue_recipe(qdir, name, recipe)
-    workers = [start_worker(qdir, cal, logs, f"w{i}") for i in (1, 2)]
+    workers = {f"w{i}": start_worker(qdir, cal, logs, f"w{i}") for i in (1, 2)}
     try:
         wait_for(lambda: set(states(qdir).values()) == {queue.DONE}, 120, "all recipes done")
     finally:
-        for w in workers:
+        for w in workers.values():
             w.send_signal(signal.SIGTERM)
-        for w in workers:
-            assert w.wait(timeout=30) == 0, w.stderr.read().decode()
+        for name, w in workers.items():
+            assert w.wait(timeout=30) == 0, stderr_file(logs, name).read_text(errors="replace")
     text = log_text(logs)
     for name in names:
         assert len(re.findall(rf"\[{name}\] claimed by", text)) == 1, name
