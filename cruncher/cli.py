@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cruncher import __version__
-from cruncher.config import Settings, load_settings, reference_markdown
+from cruncher.config import Settings, load_settings
+from cruncher.config_reference import reference_markdown, toml_value
 from cruncher.errors import ConfigError, CruncherError, PermanentError, ValidationError
 from cruncher.logs import setup_logging
 
@@ -164,12 +165,13 @@ def _register_config(sub, common) -> None:
     parser.add_argument("--format", choices=("text", "toml", "json"), default="text",
                         help="text (with sources), toml (a starting cruncher.toml) or json")
     parser.add_argument("--reference", action="store_true",
-                        help="print the configuration reference (Markdown) instead")
+                        help="print the configuration reference instead (Markdown: every key, its "
+                             "default, variable and meaning; docs/configuration.md)")
 
 
 def _config_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.reference:
-        print(reference_markdown())
+        sys.stdout.write(reference_markdown())
         return EXIT_OK
     infos = list(settings.describe())
     if args.format == "json":
@@ -185,20 +187,10 @@ def _config_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\n[{section}]")
         if args.format == "toml":
             value = info.shown() if info.secret else info.value
-            print(f"{info.key} = {_toml_value(value)}")
+            print(f"{info.key} = {toml_value(value)}")
         else:
             print(f"{info.key:<{width}} = {info.shown():<40} # {info.source}")
     return EXIT_OK
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 # --- the other console scripts ----------------------------------------------------------------

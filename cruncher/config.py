@@ -3,7 +3,8 @@
 One frozen :class:`Settings` object carries every tunable of cruncher. Each value remembers where
 it came from, so ``cruncher config`` can say why a setting has the value it has. The sections and
 their keys are the dataclasses below; their field metadata (``doc``, ``choices``, ``secret``,
-``minimum``) drives validation, masking and the generated configuration reference.
+``minimum``) drives validation, masking and the configuration reference that
+:mod:`cruncher.config_reference` generates.
 
 The configuration file is found, in order, at ``--config``, ``$CRUNCHER_CONFIG``,
 ``./cruncher.toml`` and ``~/.config/cruncher/cruncher.toml``; none is required. The sections and
@@ -27,8 +28,8 @@ from cruncher.config_schema import (SECTIONS, BackendSettings, ChatSettings, Com
                                     PsfSubSettings, RealtimeSettings, setting)
 from cruncher.errors import ConfigError, OutsideDataRootError
 
-__all__ = ["SECTIONS", "Settings", "SettingInfo", "load_settings", "mask_url", "reference_markdown",
-           "setting", "BackendSettings", "ChatSettings", "ComputeSettings", "DatabaseSettings",
+__all__ = ["SECTIONS", "Settings", "SettingInfo", "load_settings", "mask_url", "setting",
+           "BackendSettings", "ChatSettings", "ComputeSettings", "DatabaseSettings",
            "DrpSettings", "LoggingSettings", "PathSettings", "PsfSubSettings", "RealtimeSettings"]
 
 ENV_PREFIX = "CRUNCHER_"
@@ -361,21 +362,3 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is shown without anything after the scheme
         return url.split("://", 1)[0] + "://***"
-
-
-def reference_markdown() -> str:
-    """The configuration reference, generated from the settings dataclasses."""
-    lines = ["| setting | default | environment | meaning |", "|---|---|---|---|"]
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            default = f.default
-            if default == "" and section in ("paths", "database"):
-                default = "(derived from paths.root)"
-            elif default in ("", ()):
-                default = "(none)"
-            var = f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}"
-            doc = f.metadata["doc"]
-            if f.metadata["choices"]:
-                doc += f" One of: {', '.join(f.metadata['choices'])}."
-            lines.append(f"| `{section}.{f.name}` | `{default}` | `{var}` | {doc} |")
-    return "\n".join(lines)

@@ -131,9 +131,3 @@ def test_installed_console_scripts_run():
     assert res.returncode == 0 and "usage: super_cruncher" in res.stdout
     res = subprocess.run([bindir / "reprocess", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: reprocess" in res.stdout
-
-
-def test_demo_succeeds(capsys, tmp_path):
-    code, out, _ = run(capsys, "demo", "--workdir", str(tmp_path / "demo"), "--frames", "3")
-    assert code == 0 and "demo succeeded" in out, out
-    assert "marked bad" in out and "6 cubes" in out and "recorded with their raw inputs" in out

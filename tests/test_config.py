@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cruncher.config import load_settings, mask_url, reference_markdown, SECTIONS
+from cruncher.config import load_settings, mask_url, SECTIONS
+from cruncher.config_reference import reference_markdown
 from cruncher.errors import ConfigError, OutsideDataRootError
 
 
@@ -145,9 +146,13 @@ def test_check_in_roots(tmp_path):
         s.check_in_roots(link / "passwd")
 
 
-def test_reference_lists_every_setting():
+def test_reference_lists_every_setting_in_a_table_per_section():
     text = reference_markdown()
     for section, cls in SECTIONS.items():
+        table = text.split(f"## `[{section}]`\n", 1)[1].split("\n## ", 1)[0]
         for f in dataclasses.fields(cls):
-            assert f"`{section}.{f.name}`" in text
-            assert f"CRUNCHER_{section.upper()}_{f.name.upper()}" in text
+            row = next(line for line in table.splitlines() if line.startswith(f"| `{f.name}` |"))
+            assert f"`CRUNCHER_{section.upper()}_{f.name.upper()}`" in row
+    assert "| `port` | `8765` |" in text and "| `json` | `false` |" in text
+    assert "| `url` | derived from `paths.root` |" in text
+    assert "Secret: shown masked." in text and "One of `builtin`, `external`." in text

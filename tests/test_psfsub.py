@@ -27,7 +27,7 @@ PLANETS = {"L": (0.4, 1e-5, 60.0), "T": (0.4, 5e-6, 200.0)}
 
 @pytest.fixture(scope="module")
 def sequence(tmp_path_factory):
-    """14 cubes of HR 4796A (12 channels, 141 px) with an L planet (1e-5) and a T planet (5e-6)."""
+    """14 cubes of HR 4796A (8 channels, 141 px) with an L planet (1e-5) and a T planet (5e-6)."""
     from cruncher.instruments.gpi.sim.cubes import simulate_cubes
     from cruncher.instruments.gpi.sim.night import NightPlan, SequencePlan
     from cruncher.instruments.gpi.sim.scene import Planet
@@ -36,7 +36,7 @@ def sequence(tmp_path_factory):
     planets = tuple(Planet(separation_arcsec=s, contrast=c, spectral_type=t, pa_deg=pa)
                     for t, (s, c, pa) in PLANETS.items())
     truth = simulate_cubes(NightPlan(out=out, seed=5, sequences=(SequencePlan(
-        target="HR 4796A", frames=14, planets=planets),)), channels=12, crop=141)
+        target="HR 4796A", frames=14, planets=planets),)), channels=8, crop=141)
     cubes = tuple(sorted(str(p) for p in (out / "cubes").glob("*/*_spdc.fits")))
     return out, cubes, truth
 
@@ -133,7 +133,7 @@ def test_calibrated_contrast_and_a_fresh_fake_recovered_within_20_percent(sequen
         assert Path(product.path).with_suffix(".csv").exists()
     # a fresh fake between two calibration separations, as bright as its neighbours, measured as
     # the curve was (into its own directory: the calibration runs stay as they are)
-    label = klip.REDUCTIONS["klip_general"]["label"]
+    label = klip.reduction_params("klip_general")["label"]
     base = out / "reduced" / f"pyklip-S{fits.getheader(cubes[0])['DATE-OBS'].replace('-', '')}" \
         f"-H-{label}-KLmodes-all.fits"
     fake_runs = sorted((out / "reduced").glob("*fakes-L-*-KLmodes-all.fits"))

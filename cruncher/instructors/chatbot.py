@@ -34,7 +34,7 @@ _log = logging.getLogger(__name__)
 GENERAL = "klip_general"
 CONTRAST_KINDS = ("contrast_L", "contrast_T")
 #: Products the fallback watcher recognises by name.
-WATCHED = ((re.compile(r"^pyklip-.*-k300a9s4m1-KLmodes-all\.fits$"), GENERAL),
+WATCHED = ((re.compile(r"^pyklip-.*-k\d+a\d+s\d+m[\d.]+-KLmodes-all\.fits$"), GENERAL),
            (re.compile(r"^contrast-.*-[LT]\.fits$"), "contrast"))
 
 
@@ -205,7 +205,7 @@ class ProductWatcher:
     products written since it started, which an event can miss (a file made in a new directory
     before its watch existed); the bot posts each product once however often it is seen."""
 
-    GLOBS = ("pyklip-*-k300a9s4m1-KLmodes-all.fits", "contrast-*-[LT].fits")
+    GLOBS = ("pyklip-*-k*a*s*m*-KLmodes-all.fits", "contrast-*-[LT].fits")
 
     def __init__(self, root: str | Path, handle, *, rescan_s: float = 30.0) -> None:
         self.root, self.handle, self.rescan_s = Path(root), handle, rescan_s

@@ -118,7 +118,7 @@ def run_contrast(job: JobFile) -> Result:
     result = Result(job_id=job.id)
     curves = {}
     for planet_type in ("L", "T"):
-        label = klip.REDUCTIONS[base_reduction(planet_type)]["label"]
+        label = klip.reduction_params(base_reduction(planet_type), job.params)["label"]
         base = outdir / f"pyklip-{light.tag}-{label}-KLmodes-all.fits"
         fakes = [outdir / f"pyklip-{light.tag}-{label}-fakes-{planet_type}-{o}-KLmodes-all.fits"
                  for o in OFFSETS]

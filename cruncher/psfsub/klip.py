@@ -34,11 +34,11 @@ BASE = {"annuli": 9, "subsections": 4, "movement": 1.0, "maxnumbasis": 300,
         "annuli_spacing": "log"}
 REDUCTIONS: dict[str, dict[str, Any]] = {
     "klip_general": {**BASE, "mode": "ADI+SDI", "highpass": 11.0, "spectrum": None,
-                     "numbasis": [1, 10, 20, 30, 50], "label": "k300a9s4m1"},
+                     "numbasis": [1, 10, 20, 30, 50], "label_suffix": ""},
     "klip_tdwarf": {**BASE, "mode": "ADI+SDI", "highpass": 11.0, "spectrum": "methane",
-                    "numbasis": [1, 10, 20, 30, 50], "label": "k300a9s4m1methane"},
+                    "numbasis": [1, 10, 20, 30, 50], "label_suffix": "methane"},
     "klip_disk": {**BASE, "mode": "ADI", "highpass": False, "spectrum": None,
-                  "numbasis": [1, 3, 10, 20, 50], "label": "k300a9s4m1-disk"},
+                  "numbasis": [1, 3, 10, 20, 50], "label_suffix": "-disk"},
 }
 #: The KL cutoff detections and contrast curves are measured at.
 DEFAULT_KL = 20
@@ -57,11 +57,19 @@ def reduction_params(name: str, overrides: Mapping[str, Any] | None = None) -> d
         if key in params or key in ("lite", "numthreads", "detection_kl", "engine", "array"):
             params[key] = value
     params["numbasis"] = [int(k) for k in params["numbasis"]]
+    params["label"] = label(params) + params.pop("label_suffix")
     params.setdefault("engine", DEFAULT_ENGINE)
     if params["engine"] not in ENGINES:
         raise BadInputError(name, f"unknown KLIP engine {params['engine']!r} "
                                   f"(known: {', '.join(ENGINES)})")
     return params
+
+
+def label(params: Mapping[str, Any]) -> str:
+    """``k<references>a<annuli>s<subsections>m<movement>``, as GPIES names its KLIP products
+    (``k300a9s4m1`` for the survey's parameters), so that a file says how it was made."""
+    return (f"k{int(params['maxnumbasis'])}a{int(params['annuli'])}s{int(params['subsections'])}"
+            f"m{float(params['movement']):g}")
 
 
 def memory_needed(n_frames: int, n_wv: int, n_kl: int, n_pix: int = 281 * 281) -> float:
