@@ -122,6 +122,21 @@ def test_a_thousand_pipelined_instructions_on_one_connection(backend, gateway):
     assert len(gateway.accepted) == 1000
 
 
+def test_one_connections_instructions_are_handled_in_the_order_sent(backend, gateway):
+    """The backend acts on them in that order (a dark combination before the arc that needs it),
+    even when handling one takes longer than the next arrives."""
+    handle = gateway.handle
+
+    def slow_first(message: dict[str, Any]) -> Reply:
+        if message.get("id") == "obs-0":
+            time.sleep(0.3)
+        return handle(message)
+
+    gateway.handle = slow_first
+    client.send(backend.url, [instruction(n) for n in range(20)])
+    assert [i.id for i in gateway.accepted] == [f"obs-{n}" for n in range(20)]
+
+
 def test_binary_frames_are_accepted(backend):
     [reply] = client.send(backend.url, [json.dumps(instruction(7)).encode()])
     assert reply["status"] == "accepted"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue as queue_module
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from cruncher.recipes.recipe import Recipe
 _log = logging.getLogger(__name__)
 #: The order recipes must run in: a recipe waits for every unfinished one of an earlier stage.
 STAGES = {"dark": 0, "arc": 1, "cube": 2}
+#: How the DRP says a recipe lacked a calibration (``MissingCalibrationError``).
+MISSING_CALIBRATION = re.compile(r"\bno [\w -]*calibration\b")
 #: Product name suffix by template ShortName, for DRPs whose log lines carry no recipe name.
 EXPECTED_SUFFIX = {"spdc": "spdc", "quickcube": "spdc", "dark": "dark", "quickwavecal": "wavecal"}
 
@@ -87,6 +90,7 @@ class ReductionThread(threading.Thread):
         self.inbox: queue_module.Queue = queue_module.Queue()
         self.tracked: dict[str, _Tracked] = {}
         self.held: list[RecipeRequest] = []
+        self._second_tries: set[str] = set()
         self._halt = threading.Event()
         self._observer = None
         self._lock = threading.Lock()
@@ -217,6 +221,8 @@ class ReductionThread(threading.Thread):
         products = tuple(self.logs.products.get(name, ())) or self._expected_products(request)
         if not ok and not reason:
             reason = self.logs.failures.get(name, "the DRP marked the recipe failed")
+        if not ok and self._wait_for_earlier_stage(request, reason):
+            return
         self.journal.set_state(request.journal_id, "done" if ok else "failed",
                                error=None if ok else reason, result={"products": list(products)},
                                wait=False)
@@ -225,6 +231,25 @@ class ReductionThread(threading.Thread):
         held, self.held = self.held, []
         for waiting in sorted(held, key=lambda r: STAGES[r.kind]):
             self._accept(waiting)
+
+    def _wait_for_earlier_stage(self, request: RecipeRequest, reason: str) -> bool:
+        """A recipe that failed for want of a calibration while a recipe of an earlier stage is
+        still unfinished (an arc whose dark arrived a moment after it, through another
+        instruction) is held and run once more when that stage is done."""
+        if not MISSING_CALIBRATION.search(reason) or request.name in self._second_tries:
+            return False
+        if not any(STAGES[r.kind] < STAGES[request.kind]
+                   for r in [t.request for t in self.tracked.values()] + self.held):
+            return False
+        self._second_tries.add(request.name)
+        found = queue.find(self.queue_dir, request.name)
+        if found is not None:
+            found[0].unlink(missing_ok=True)
+        self.held.append(request)
+        self.journal.set_state(request.journal_id, "queued", wait=False)
+        _log.info("recipe %s failed (%s) while an earlier stage is unfinished: held, and run "
+                  "again when it is done", request.name, reason)
+        return True
 
     def _expected_products(self, request: RecipeRequest) -> tuple[str, ...]:
         suffix = EXPECTED_SUFFIX.get(request.recipe.short_name)

@@ -97,6 +97,7 @@ def observe(workdir: Path, night: DemoNight, *, timeout_s: float = 1800):
         missing = session.wait_for_products(services, observed, timeline, progress,
                                             timeout_s=timeout_s)
         progress.done()
+        failed_jobs = services.backend.journal.recent_failures(limit=20)
     finally:
         services.close()
     cubes = [p.path for p in timeline.products if p.kind == "spdc"]
@@ -105,7 +106,7 @@ def observe(workdir: Path, night: DemoNight, *, timeout_s: float = 1800):
     if not truthful:
         missing.append("cubes that agree with the simulator's truth")
     result = report.build(observed, timeline, missing, report.places(
-        services.settings, _latest_quicklooks(timeline)), checks=lines,
+        services.settings, _latest_quicklooks(timeline)), checks=lines, failed_jobs=failed_jobs,
         elapsed_s=time.perf_counter() - began)
     print(report.text(result))
     return result

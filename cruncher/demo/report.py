@@ -46,15 +46,23 @@ LATENCY_LABELS = {"cube": "file landed -> its cube", "quicklook": "file landed -
 
 
 def build(observed: Observed, timeline: Timeline, missing: list[str], places: dict[str, str],
-          **extra) -> Report:
+          *, failed_jobs: list[dict] = (), **extra) -> Report:
+    """``failed_jobs``: the journal's failed rows (a failed calibration recipe announces no
+    failure event, but the products that needed it go missing)."""
     products: dict[str, int] = {}
     for product in timeline.products:
         products[product.kind] = products.get(product.kind, 0) + 1
     return Report(frames=len(timeline.landed), products=products,
                   latencies=latencies(observed, timeline), planet=planet(observed, timeline),
                   contrast=contrast(observed, timeline), places=places, missing=missing,
-                  failures=[f"{f.stage} {f.job_id}: {f.reason}" for f in timeline.failures],
-                  **extra)
+                  failures=failures(timeline, failed_jobs), **extra)
+
+
+def failures(timeline: Timeline, failed_jobs: list[dict]) -> list[str]:
+    announced = {f.job_id for f in timeline.failures}
+    return [f"{f.stage} {f.job_id}: {f.reason}" for f in timeline.failures] + [
+        f"{row['kind']} {row['id']}: {row['error']}" for row in failed_jobs
+        if row["id"] not in announced]
 
 
 def latencies(observed: Observed, timeline: Timeline) -> dict[str, list[float]]:

@@ -246,6 +246,7 @@ class WebSocketInterface:
         pending: asyncio.Queue[asyncio.Future[str] | None] = asyncio.Queue(_MAX_IN_FLIGHT)
         writer = asyncio.create_task(self._send_replies(connection, pending))
         subscribed = False
+        previous: asyncio.Future[str] | None = None
         try:
             while True:
                 try:
@@ -255,13 +256,23 @@ class WebSocketInterface:
                 if self._is_subscribe(message):
                     subscribed = True
                     break
-                await pending.put(loop.run_in_executor(self._executor, self._answer, message, peer))
+                previous = loop.create_task(self._answer_after(previous, message, peer))
+                await pending.put(previous)
         except BaseException:
             writer.cancel()
             raise
         await pending.put(None)
         await writer  # earlier replies go out before the stream starts
         return subscribed
+
+    async def _answer_after(self, previous: asyncio.Future[str] | None, message, peer: str) -> str:
+        """Answer ``message`` once the connection's previous message is answered: an instructor's
+        instructions are handled in the order it sent them (a dark before the arc that needs
+        it), while the next messages are already being read."""
+        if previous is not None:
+            await asyncio.wait([previous])        # its outcome is the reply writer's business
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._answer, message, peer)
 
     async def _send_replies(self, connection: ServerConnection,
                             pending: asyncio.Queue[asyncio.Future[str] | None]) -> None:
