@@ -114,6 +114,13 @@ def test_an_unknown_engine_is_refused():
     assert klip.reduction_params("klip_general")["engine"] == "fast"
 
 
+def test_a_products_label_says_its_parameters():
+    assert klip.reduction_params("klip_general")["label"] == "k300a9s4m1"
+    assert klip.reduction_params("klip_tdwarf", {"maxnumbasis": 100})["label"] == "k100a9s4m1methane"
+    assert klip.reduction_params("klip_disk", {"movement": 1.5, "label_suffix": "x"})["label"] == \
+        "k300a9s4m1.5-disk"
+
+
 @pytest.fixture(scope="module")
 def sequence(tmp_path_factory):
     """12 cubes (8 channels, 121 px) with one L planet: 96 frames, enough for every movement

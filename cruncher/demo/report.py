@@ -4,6 +4,7 @@ Next to each latency, the Data Cruncher's own figures (Wang et al. 2018) for com
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +102,6 @@ def planet(observed: Observed, timeline: Timeline) -> dict | None:
 
 
 def _distance_px(found: dict, truth: dict) -> float:
-    import math
-
     def xy(sep_arcsec: float, pa_deg: float) -> tuple[float, float]:
         r = sep_arcsec / LENSLET_SCALE
         return r * math.sin(math.radians(pa_deg)), r * math.cos(math.radians(pa_deg))
@@ -168,9 +167,11 @@ def _contrast_lines(report: Report) -> list[str]:
     return lines
 
 
-def places(settings, quicklooks: list[str]) -> dict[str, str]:
+def places(settings, timeline: Timeline) -> dict[str, str]:
+    """Where the database, products and logs are, and each sequence's latest quicklook."""
     out = {"database": settings.database.url, "products": str(settings.paths.reduced),
            "logs": str(settings.paths.logs)}
-    for path in quicklooks:
-        out[f"quicklook {Path(path).parents[2].name.replace('_', ' ')}"] = path
+    for product in timeline.products:          # in the order made: the last one of each stays
+        if product.kind == "quicklook_png":
+            out[f"quicklook {Path(product.path).parents[2].name.replace('_', ' ')}"] = product.path
     return out

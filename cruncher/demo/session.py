@@ -32,6 +32,7 @@ class Services:
         for thread in self.threads:
             thread.join(timeout=30)
         self.arrivals.stop()
+        self.scanner.engine.dispose()
         self.backend.stop()
 
 

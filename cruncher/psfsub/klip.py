@@ -53,11 +53,12 @@ def reduction_params(name: str, overrides: Mapping[str, Any] | None = None) -> d
     if name not in REDUCTIONS:
         raise BadInputError(name, f"unknown KLIP reduction {name!r} (known: {', '.join(REDUCTIONS)})")
     params = dict(REDUCTIONS[name])
+    suffix = params.pop("label_suffix")
     for key, value in (overrides or {}).items():
         if key in params or key in ("lite", "numthreads", "detection_kl", "engine", "array"):
             params[key] = value
     params["numbasis"] = [int(k) for k in params["numbasis"]]
-    params["label"] = label(params) + params.pop("label_suffix")
+    params["label"] = label(params) + suffix
     params.setdefault("engine", DEFAULT_ENGINE)
     if params["engine"] not in ENGINES:
         raise BadInputError(name, f"unknown KLIP engine {params['engine']!r} "

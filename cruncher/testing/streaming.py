@@ -1,4 +1,5 @@
-"""Land raw files in a watched directory the way a night's transfers do, for tests and benchmarks.
+"""Land raw files in a watched directory the way a night's transfers do (tests, benchmarks and
+``cruncher demo``).
 
 Two ways files arrive at a data-reduction machine:
 
