@@ -19,7 +19,8 @@ SEQUENCE_PRODUCTS = ("cadi", "cadi_sdi", "klip_general", "klip_tdwarf", "klip_di
 class DemoNight:
     """The night the demo observes. TWA 7 transits 3.4 deg from the zenith at Gemini South, so its
     field rotates fast (12 deg over the default four frames): enough for every KLIP reduction on a
-    short sequence. The night then moves on to HR 4796A, which ends the first sequence."""
+    short sequence. The night then moves on to TW Hya, which transits 19 minutes later (its field
+    rotates as fast) and whose first frame ends the first sequence."""
 
     frames: int = 4                  # science frames on the planet host
     second_frames: int = 1           # frames on the second target (PSF-subtracted from 2 on)
@@ -27,7 +28,7 @@ class DemoNight:
     cadence_s: float = 2.0           # seconds between two files landing (GPI: about 80 s)
     seed: int = 2
     host: str = "TWA 7"
-    second: str = "HR 4796A"
+    second: str = "TW Hya"
 
     @classmethod
     def full(cls, frames: int | None = None, **kwargs) -> DemoNight:
