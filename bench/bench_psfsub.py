@@ -26,64 +26,14 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import save, stats  # noqa: E402
+from common import TreeMemory, save, stats  # noqa: E402
 
 TARGET, FRAMES = "beta Pic", 40
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-class TreeMemory:
-    """Samples the summed PSS of a process and all its descendants; keeps the peak (bytes)."""
-
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._done.wait(self.interval):
-            self.peak = max(self.peak, sum(_pss(pid) for pid in _tree(self.pid)))
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def make_dataset(work: Path) -> list[str]:
@@ -130,7 +80,11 @@ def run_job(work: Path, algorithm: str, inputs: list[str], params: dict | None =
         raise RuntimeError(f"{algorithm} on {len(inputs)} cubes failed ({code}); see {job_dir}")
     result = Result.read(spec.result)
     lite = next((p.extras.get("lite") for p in result.products if "lite" in p.extras), None)
-    return {"wall_s": round(wall, 2), "peak_gb": round(memory.peak / 1e9, 2),
+    engine = None
+    if algorithm.startswith("klip"):
+        from cruncher.psfsub.klip import DEFAULT_ENGINE
+        engine = (params or {}).get("engine", DEFAULT_ENGINE)
+    return {"wall_s": round(wall, 2), "peak_gb": round(memory.peak / 1e9, 2), "engine": engine,
             "timings": result.timings, "lite": lite, "kl_cube": result.products[0].path}
 
 

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, save, stats  # noqa: E402
+from common import RESULTS, RESULTS_ENV, save, stats  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TARGETS = ("HD 95086", "HR 2562", "beta Pic", "HR 4796A", "AU Mic", "HD 206893")  # all rotate
@@ -75,14 +77,14 @@ def campaign_run(data: Path, export: Path, ranks: int) -> dict:
 
 def extrapolate(nodes: list[int], cores_per_node: int = 24, frames_per_sequence: int = 40) -> dict:
     """GPIES 2016 on N nodes, from this machine's measured costs (the assumptions are returned)."""
-    drp = _latest("drp")
-    klip = _latest("klip-engines")
-    suite = _latest("psfsub")
+    drp = _latest("drp", lambda d: d["frame_seconds_warm"]["median"])
+    klip = _latest("klip-engines", lambda d: d["sizes"]["40"]["fast"]["median_wall_s"])
+    suite = _latest("psfsub", lambda d: d["suite"]["jobs"]["klip_general"]["wall_s"])
     cube_core_s = drp["frame_seconds_warm"]["median"]                 # one core per DRP worker
     general_core_s = klip["sizes"]["40"]["fast"]["median_wall_s"] * 2  # the job uses both cores
     jobs = suite["suite"]["jobs"]
     general = jobs["klip_general"]["wall_s"]
-    # every job of the suite relative to the general reduction (measured on 10 cubes, pyKLIP)
+    # every job of the suite relative to the general reduction, as measured in that suite run
     relative = sum(j["wall_s"] for j in jobs.values()) / general
     sequences = GPIES_2016["raw_frames"] / frames_per_sequence
     cubes_h = GPIES_2016["raw_frames"] * cube_core_s / 3600
@@ -95,7 +97,8 @@ def extrapolate(nodes: list[int], cores_per_node: int = 24, frames_per_sequence:
         "cores_per_node": cores_per_node,
         "memory": "fast engine 3.9 GB per 40-cube KLIP job: a 24-core node with 96 GB runs "
                   "24 one-core jobs only if each sequence's jobs are spread; assumed so",
-        "scaling": "perfect within the phase, plus the longest single job as a tail"},
+        "scaling": "perfect within the phase, plus the longest single job as a tail",
+        "measured_in": [drp["file"], klip["file"], suite["file"]]},
         "cpu_hours": {"cubes": round(cubes_h, 1), "psfsub": round(psf_h, 1),
                       "total": round(cubes_h + psf_h, 1)}, "wall_h": {}}
     tail_h = general_core_s / 3600
@@ -104,11 +107,20 @@ def extrapolate(nodes: list[int], cores_per_node: int = 24, frames_per_sequence:
     return out
 
 
-def _latest(name: str) -> dict:
-    files = sorted(RESULTS.glob(f"*-{name}.json"))
-    if not files:
-        raise SystemExit(f"no bench/results/*-{name}.json: run bench/bench_{name}.py first")
-    return json.loads(files[-1].read_text())
+def _latest(name: str, has: Callable[[dict], object]) -> dict:
+    """The newest ``<date>-<name>.json`` holding what ``has`` looks for: the runner's results of
+    this run first, then those kept in ``bench/results``. Its path is kept under ``"file"``."""
+    dirs = [Path(d) for d in (os.environ.get(RESULTS_ENV), RESULTS) if d]
+    for directory in dirs:
+        for path in sorted(directory.glob(f"*-{name}.json"), reverse=True):
+            found = json.loads(path.read_text())
+            try:
+                if has(found):
+                    return {**found, "file": str(path)}
+            except (KeyError, TypeError):
+                continue
+    raise SystemExit(f"no bench/results/*-{name}.json with the figure needed: "
+                     f"run bench/bench_{name.replace('-', '_')}.py first")
 
 
 def _masters(sim: Path, root: Path) -> None:

@@ -6,12 +6,15 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+#: Set by ``run.py`` so that each benchmark's own results file lands where the runner reads it.
+RESULTS_ENV = "CRUNCHER_BENCH_RESULTS"
 
 
 def machine() -> dict[str, Any]:
@@ -50,9 +53,10 @@ def stats(values: list[float]) -> dict:
 
 def save(name: str, payload: dict[str, Any]) -> Path:
     """Write ``bench/results/<date>-<name>.json`` and return its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = Path(os.environ.get(RESULTS_ENV) or RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC)
-    path = RESULTS / f"{stamp:%Y-%m-%d}-{name}.json"
+    path = results / f"{stamp:%Y-%m-%d}-{name}.json"
     payload = {"benchmark": name, "date": stamp.isoformat(timespec="seconds"),
                "machine": machine(), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -67,3 +71,52 @@ def drop_page_cache() -> bool:
         return True
     except OSError:
         return False
+
+
+class TreeMemory:
+    """Samples the summed PSS of a process and all its descendants; keeps the peak (bytes)."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak = max(self.peak, sum(_pss(pid) for pid in _tree(self.pid)))
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

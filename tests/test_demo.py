@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from cruncher.messages import ProductReady
 @pytest.mark.slow
 def test_the_demo_observes_a_night_and_finds_the_planet(capsys, tmp_path):
     """A short night (CI-sized: three frames on the planet host, a file a second)."""
-    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--frames", "3", "--cadence", "1"])
+    summary = tmp_path / "summary.json"
+    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--frames", "3", "--cadence", "1",
+                 "--json", str(summary)])
     out = capsys.readouterr().out
     assert code == 0 and "demo succeeded" in out, out
     assert "planet (0.0001 at 0.4\" PA 45 deg around TWA 7): found, SNR" in out, out
@@ -28,6 +31,10 @@ def test_the_demo_observes_a_night_and_finds_the_planet(capsys, tmp_path):
     assert "L-type planets: 0.25\": " in out and "MISSING" not in out
     assert (tmp_path / "demo" / "data" / "cruncher.db").is_file()
     assert list((tmp_path / "demo" / "data" / "reduced").glob("TWA_7/*/*/quicklook-*.png"))
+    written = json.loads(summary.read_text())      # what bench/bench_realtime.py reads
+    assert written["ok"] and written["planet_found"] and written["planet"]["snr"] > 5
+    assert len(written["latencies"]["cube"]) >= 3 and written["latencies"]["first KLIP"]
+    assert all(value > 0 for values in written["latencies"].values() for value in values)
 
 
 # --- judging a night, without running one ----------------------------------------------------

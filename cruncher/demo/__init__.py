@@ -18,6 +18,7 @@ smoke test of the whole system.
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -50,6 +51,9 @@ def register(sub, common) -> None:
     p.add_argument("--timeout", type=float, default=1800, metavar="SECONDS",
                    help="give up waiting for products after this long (default 1800)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write the summary as JSON to PATH (latencies in seconds; used by "
+                        "the benchmarks)")
 
 
 def run(args, settings=None) -> int:
@@ -64,7 +68,10 @@ def run(args, settings=None) -> int:
     else:
         night = DemoNight(frames=args.frames or DemoNight().frames, cadence_s=args.cadence)
     try:
-        return 0 if observe(workdir, night, timeout_s=args.timeout).ok else 1
+        result = observe(workdir, night, timeout_s=args.timeout)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result.as_dict(), indent=1, default=float) + "\n")
+        return 0 if result.ok else 1
     finally:
         logger.setLevel(level)
         if not args.workdir and not args.keep:

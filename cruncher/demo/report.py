@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cruncher.demo.night import Observed
@@ -37,6 +37,9 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.missing and self.planet_found
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "planet_found": self.planet_found, "ok": self.ok}
 
 
 PAPER = {"cube": "", "quicklook": "paper: ~1 min", "first KLIP": "paper: ~10 min",
