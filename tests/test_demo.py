@@ -115,3 +115,26 @@ def test_progress_in_a_log_prints_when_something_changed():
     progress.tick()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and "1/5 files landed" in lines[1]
+
+
+def test_avparang_is_allowed_the_aberration_the_drp_formula_leaves_out_near_the_zenith():
+    """The demo's star passes 3.5 deg from the zenith, where the DRP's formula (GPI's, on the mean
+    place of date) and the simulator's full transformation differ by about 0.09 deg: accepted
+    there, while a frame far from the zenith keeps nearly the plain 0.1 deg."""
+    from astropy import units as u
+    from astropy.time import Time
+
+    from cruncher.demo.checks import PARANG_DEG, parang_tolerance
+    from cruncher.drp.parang import average_parallactic_angle
+    from cruncher.instruments.gpi.sim import sky
+
+    ra, dec = 160.6254, -33.6711                        # TWA 7
+    for date in ("2016-03-15T00:00:00", "2016-09-15T00:00:00"):
+        transit = sky.transit_time(ra, Time(date))
+        truth = float(sky.parallactic_angles(ra, dec, transit + [0.0] * u.s)[0])
+        drp = average_parallactic_angle(ra, dec, transit.isot[:10], transit.isot[11:], 0.0)
+        airmass = float(sky.airmass(ra, dec, Time([transit]))[0])
+        difference = abs((drp - truth + 180) % 360 - 180)
+        assert 0.05 < difference < parang_tolerance(airmass) < 0.3, (date, difference)
+    assert parang_tolerance(1.5) == pytest.approx(PARANG_DEG + 0.0093, abs=5e-4)
+    assert parang_tolerance(None) == PARANG_DEG
