@@ -95,3 +95,28 @@ def _wait(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_a_failed_calibration_recipe_is_announced_as_a_failure(journal, tmp_path, write_frame):
+    """Observers hear of a master dark that could not be made, not only of the cubes it spoils."""
+    world = Recorder()
+    fp = processor(journal, tmp_path, world)
+    try:
+        darks = tuple(str(write_frame(n, object="Dark", obstype="DARK", obsclass="dayCal"))
+                      for n in (1, 2))
+        ins = Instruction(files=darks, outdir=str(tmp_path / "calibrations"), mode="cal")
+        journal.record_instruction(ins, check_bad=False)
+        fp.submit(ins)
+        _wait(lambda: world.recipes)
+        [dark] = world.recipes
+        assert dark.kind == "dark" and dark.raw == darks
+        fp.recipe_finished(RecipeFinished(request=dark, ok=False, reason="no usable dark frames"))
+        events = []
+        while not events or events[-1].type != "finished":
+            events.append(world.events.get(timeout=10))
+        [failure] = [e for e in events if e.type == "failure"]
+        assert failure.stage == "drp" and failure.files == darks
+        assert failure.reason == f"dark recipe {dark.name}: no usable dark frames"
+        assert events[-1].job_id == ins.id and events[-1].state == "failed"
+    finally:
+        fp.stop()

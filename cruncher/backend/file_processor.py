@@ -237,6 +237,11 @@ class FileProcessor(threading.Thread):
         request = finished.request
         if request.kind != "cube":
             owner = self.work.get(self._by_recipe.pop(request.name, ""))
+            if not finished.ok:         # the frames that need this calibration will fail too
+                self.publish(Failure(job_id=request.journal_id, stage="drp",
+                                     reason=f"{request.kind} recipe {request.name}: "
+                                            f"{finished.reason or 'failed'}",
+                                     files=tuple(request.raw)))
             if owner is not None:
                 owner.recipes.discard(request.name)
                 if not finished.ok:
