@@ -14,7 +14,7 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 #: Set by ``run.py`` so that each benchmark's own results file lands where the runner reads it.
-RESULTS_ENV = "CRUNCHER_BENCH_RESULTS"
+RESULTS_ENV = "BENCH_RESULTS_DIR"   # not CRUNCHER_*: cruncher reads those as settings
 
 
 def machine() -> dict[str, Any]:

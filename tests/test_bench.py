@@ -142,3 +142,11 @@ def test_the_make_targets_run_the_runner_with_arguments_it_accepts():
         assert words[1] == "bench/run.py", recipe
         args = [w for w in words[2:] if not w.startswith("$(")]
         assert runner.parse(args).preset == preset
+
+
+def test_the_runners_variable_is_not_taken_for_a_cruncher_setting():
+    """Benchmarks start cruncher processes, which refuse unknown CRUNCHER_* variables."""
+    from cruncher.config import load_settings
+
+    common = sys.modules["common"]
+    load_settings(search=False, env={common.RESULTS_ENV: "/tmp/results"})

@@ -170,7 +170,7 @@ def test_readme_subcommands_explain_themselves(capsys):
 
 def test_every_file_the_readme_names_exists():
     text = README.read_text()
-    named = set(re.findall(r"`((?:cruncher|scripts|slurm|docs|tests)/[\w./-]*)`", text))
+    named = set(re.findall(r"`((?:cruncher|scripts|slurm|docs|tests|bench)/[\w./-]*)`", text))
     named |= {link for link in re.findall(r"\]\(([^)#\s]+)\)", text) if "://" not in link}
     assert len(named) > 30
     missing = sorted(name for name in named if not (ROOT / name).exists())
