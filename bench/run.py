@@ -118,8 +118,10 @@ def render(combined: dict) -> str:
     described = combined["machine"]
     steps = sorted(combined["steps"].items(),
                    key=lambda item: NAMES.index(item[0]) if item[0] in NAMES else len(NAMES))
-    rows = [row for name, entry in steps if entry.get("result")
-            for row in table.rows(name, entry["result"])]
+    rows = []
+    for name, entry in steps:
+        rows += table.rows(name, entry["result"]) if entry.get("result") else []
+        rows += [table.whole(name, entry)] if "wall_s" in entry else []
     failed = [name for name, entry in steps if entry.get("exit_code")]
     how = (f"collected from {len(combined['files'])} results files of separate runs"
            if combined["preset"] == "collected"
@@ -132,7 +134,10 @@ def render(combined: dict) -> str:
 
 
 def collect(paths: list[Path]) -> dict:
-    """A combined results file assembled from earlier files (per benchmark, or combined)."""
+    """A combined results file assembled from earlier files (per benchmark, or combined); one
+    combined file is itself."""
+    if len(paths) == 1 and "steps" in (found := json.loads(paths[0].read_text())):
+        return found
     combined: dict = {"preset": "collected", "steps": {}, "files": [str(p) for p in paths]}
     dates: set[str] = set()
     cpus: set[str] = set()

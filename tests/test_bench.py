@@ -124,6 +124,8 @@ def test_runner_records_each_benchmark_and_goes_on_after_a_failure(tmp_path, mon
     markdown = path.with_suffix(".md").read_text()
     assert "| DRP | raw frame -> cube, warm worker (1 core) | 500 ms |" in markdown
     assert "**Failed:** ingest" in markdown
+    assert "| DRP | the whole benchmark (all its runs and set-up) |" in markdown
+    assert runner.render(runner.collect([path])) == markdown
 
     (scripts / "ingest.py").write_text(textwrap.dedent(SCRIPT.format(
         bench=str(BENCH), name="ingest", payload={"files": 3}, code=0)))
