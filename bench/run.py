@@ -1,7 +1,7 @@
 """Every benchmark in one command; results in bench/results/<date>-<machine>.json and .md.
 
     python bench/run.py [--preset quick|standard] [--only NAME ...] [--skip NAME ...]
-                        [--resume] [--readme]
+                        [--resume [FILE]] [--readme]
     python bench/run.py --render FILE [FILE ...] [--readme --section NAME]
 
 Presets (the times are this project's 2-core machine's):
@@ -105,12 +105,15 @@ def run_step(step: Step, preset: str, stamp: str) -> dict:
     return entry
 
 
-def load_combined(path: Path, preset: str) -> dict:
-    if path.exists():
-        found = json.loads(path.read_text())
-        if found.get("preset") == preset:
-            return found
-    return {}
+def to_resume(preset: str, slug: str, given: Path | None) -> Path | None:
+    """The results file ``--resume`` carries on: the one given, or this machine's newest of the
+    same preset (a long run may span days and sessions)."""
+    if given is not None:
+        return given
+    for path in sorted(RESULTS.glob(f"*-{slug}.json"), reverse=True):
+        if json.loads(path.read_text()).get("preset") == preset:
+            return path
+    return None
 
 
 def render(combined: dict) -> str:
@@ -172,8 +175,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"run only these benchmarks ({', '.join(NAMES)})")
     parser.add_argument("--skip", nargs="+", choices=NAMES, default=[], metavar="NAME",
                         help="run all but these")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep today's results of the same preset; run only what is missing "
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="FILE",
+                        help="carry on FILE (default: this machine's newest results of the same "
+                             "preset), keeping what it measured; run only what is missing "
                              "or failed")
     parser.add_argument("--readme", action="store_true", help="put the table into README.md")
     parser.add_argument("--section", default="latest",
@@ -193,18 +197,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     described = machine()
     today = dt.datetime.now(dt.UTC)
-    path = RESULTS / f"{today:%Y-%m-%d}-{machine_slug(described)}.json"
-    combined = (load_combined(path, args.preset) if args.resume else {}) or {
+    slug = machine_slug(described)
+    path = RESULTS / f"{today:%Y-%m-%d}-{slug}.json"
+    if args.resume:
+        given = None if args.resume is True else Path(args.resume)
+        path = to_resume(args.preset, slug, given) or path
+    if args.resume and path.exists() and json.loads(path.read_text()).get("preset") != args.preset:
+        raise SystemExit(f"{path} is not a --preset {args.preset} run: resume it with its own")
+    combined = json.loads(path.read_text()) if args.resume and path.exists() else {
         "benchmark": "all", "preset": args.preset, "date": f"{today:%Y-%m-%d}",
         "machine": described, "steps": {}}
     chosen = [s for s in STEPS if (not args.only or s.name in args.only) and s.name not in args.skip]
     for number, step in enumerate(chosen, 1):
         if args.resume and combined["steps"].get(step.name, {}).get("exit_code") == 0:
-            print(f"[{number}/{len(chosen)}] {step.name}: already measured today, kept")
+            print(f"[{number}/{len(chosen)}] {step.name}: measured "
+                  f"{combined['steps'][step.name].get('date', 'earlier')}, kept")
             continue
         print(f"[{number}/{len(chosen)}] {step.name}: {step.what}", flush=True)
         entry = run_step(step, args.preset, f"{today:%Y%m%dT%H%M}")
+        entry["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         combined["steps"][step.name] = entry
+        dates = sorted(e["date"][:10] for e in combined["steps"].values() if "date" in e)
+        combined["date"] = " to ".join(dict.fromkeys([dates[0], dates[-1]]))
         print(f"[{number}/{len(chosen)}] {step.name}: exit {entry['exit_code']} after "
               f"{table.seconds(entry['wall_s'])}, peak {entry['peak_gb']:.2f} GB", flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)

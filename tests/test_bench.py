@@ -130,10 +130,15 @@ def test_runner_records_each_benchmark_and_goes_on_after_a_failure(tmp_path, mon
     (scripts / "ingest.py").write_text(textwrap.dedent(SCRIPT.format(
         bench=str(BENCH), name="ingest", payload={"files": 3}, code=0)))
     (scripts / "drp.py").write_text("raise SystemExit('must not run again')\n")
+    earlier = path.with_name("2026-01-02-" + path.name.split("-", 3)[3])   # a run of days ago
+    path.rename(earlier)
     assert runner.main(["--preset", "quick", "--resume"]) == 0
-    combined = json.loads(path.read_text())
+    assert [p.name for p in (tmp_path / "results").glob("*.json")] == [earlier.name]
+    combined = json.loads(earlier.read_text())
     assert combined["steps"]["drp"]["result"]["frame_seconds_warm"]["median"] == 0.5
-    assert combined["steps"]["ingest"]["exit_code"] == 0
+    assert combined["steps"]["ingest"]["exit_code"] == 0 and "date" in combined["steps"]["ingest"]
+    with pytest.raises(SystemExit, match="not a --preset standard run"):
+        runner.main(["--preset", "standard", "--resume", str(earlier)])
 
 
 def test_the_make_targets_run_the_runner_with_arguments_it_accepts():
