@@ -138,7 +138,7 @@ def bench_suite(work: Path, cubes: list[str]) -> dict:
         backend.stop()
     print(f"suite: {wall:.0f} s, {memory.peak / 1e9:.2f} GB ({state})", flush=True)
     return {"state": state, "wall_s": round(wall, 1), "peak_gb": round(memory.peak / 1e9, 2),
-            "klip_workers": 1, "jobs": per_job}
+            "klip_workers": 1, "engine": settings.psfsub.engine, "jobs": per_job}
 
 
 def main() -> None:

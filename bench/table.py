@@ -154,7 +154,8 @@ def psfsub(r: dict) -> Iterator[Row]:
     if suite:
         jobs = len(suite["jobs"])
         yield Row("PSF subtraction", f"whole suite of one dataset ({suite['cubes']} cubes, "
-                                     f"{jobs} jobs, {suite['klip_workers']} KLIP worker; "
+                                     f"{jobs} jobs, {suite['klip_workers']} KLIP worker, "
+                                     f"{suite.get('engine', 'KLIP engine not recorded')}; "
                                      f"{suite['state']})", seconds(suite["wall_s"]), runs="1",
                   memory=gigabytes(suite["peak_gb"]), paper=PAPER["contrast"])
 
