@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 #: What Wang et al. (2018) report for the same steps, on GPIES's own machines.
 PAPER = {"quicklook": "~1 min", "first_klip": "~10 min after the sequence",
@@ -186,7 +187,9 @@ def super_cruncher(r: dict) -> Iterator[Row]:
                    lambda v: seconds(v / 1000))
     extrapolated = r.get("gpies_2016", {}).get("cruncher")
     if extrapolated:
-        yield Row("super_cruncher", "GPIES 2016 campaign, extrapolated: CPU time",
+        sources = [Path(f).stem for f in extrapolated["assumptions"].get("measured_in", [])]
+        yield Row("super_cruncher", "GPIES 2016 campaign, extrapolated: CPU time"
+                  + (f" (costs from {', '.join(sources)})" if sources else ""),
                   f"{extrapolated['cpu_hours']['total']:,.0f} CPU-h", paper=PAPER["campaign_cpu"])
         for nodes, hours in extrapolated["wall_h"].items():
             cores = int(nodes) * extrapolated["assumptions"]["cores_per_node"]
