@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         given = None if args.resume is True else Path(args.resume)
         path = to_resume(args.preset, slug, given) or path
-    if args.resume and path.exists() and json.loads(path.read_text()).get("preset") != args.preset:
-        raise SystemExit(f"{path} is not a --preset {args.preset} run: resume it with its own")
     combined = json.loads(path.read_text()) if args.resume and path.exists() else {
         "benchmark": "all", "preset": args.preset, "date": f"{today:%Y-%m-%d}",
         "machine": described, "steps": {}}
+    if combined["preset"] != args.preset:
+        raise SystemExit(f"{path} is not a --preset {args.preset} run: resume it with its own")
     chosen = [s for s in STEPS if (not args.only or s.name in args.only) and s.name not in args.skip]
     for number, step in enumerate(chosen, 1):
         if args.resume and combined["steps"].get(step.name, {}).get("exit_code") == 0:

@@ -7,8 +7,12 @@ invented, so a partial run still renders.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import stats  # noqa: E402
 
 #: What Wang et al. (2018) report for the same steps, on GPIES's own machines.
 PAPER = {"quicklook": "~1 min", "first_klip": "~10 min after the sequence",
@@ -59,13 +63,6 @@ def _row(benchmark: str, figure: str, d: dict, fmt: Callable[[float], str] = sec
          memory: str = "", paper: str = "") -> Row:
     median, spread, n = _stat(d, fmt)
     return Row(benchmark, figure, median, spread, n, memory, paper)
-
-
-def _median(values: list[float]) -> dict:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return {"median": median, "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
 
 
 def drp(r: dict) -> Iterator[Row]:
@@ -168,7 +165,7 @@ def klip_engines(r: dict) -> Iterator[Row]:
             found = entry.get(engine, {})
             if found.get("runs"):
                 walls = [run["wall_s"] for run in found["all"]]
-                yield _row("KLIP engines", f"KLIP general, {n} cubes, {label}", _median(walls),
+                yield _row("KLIP engines", f"KLIP general, {n} cubes, {label}", stats(walls),
                            memory=gigabytes(found["median_peak_gb"]),
                            paper=PAPER["first_klip"] if engine == "pyklip" and n == "40" else "")
         if "speedup" in entry:

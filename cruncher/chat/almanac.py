@@ -21,11 +21,13 @@ from astropy.coordinates import AltAz, EarthLocation, get_body
 from astropy.time import Time
 
 import cruncher.astrotime  # noqa: F401  (offline IERS settings; must come before any astropy use)
+from cruncher.instruments.gpi.optics import SITE_HEIGHT_M, SITE_LATITUDE_DEG, SITE_LONGITUDE_DEG
 
 log = logging.getLogger(__name__)
 
 SITE_NAME = "Gemini South"
-LOCATION = EarthLocation.from_geodetic(lon=-70.73669 * u.deg, lat=-30.24075 * u.deg, height=2722.0 * u.m)
+LOCATION = EarthLocation.from_geodetic(lon=SITE_LONGITUDE_DEG * u.deg, lat=SITE_LATITUDE_DEG * u.deg,
+                                       height=SITE_HEIGHT_M * u.m)
 CHILE = zoneinfo.ZoneInfo("America/Santiago")
 UTC = dt.UTC
 

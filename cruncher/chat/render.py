@@ -12,6 +12,7 @@ Figures are drawn on Agg canvases without pyplot: no global state, nothing left 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 import warnings
@@ -346,9 +347,6 @@ def png_for(product: str | Path) -> Path:
     """Where a product's chat image is drawn: next to it, or in a temporary directory when its
     directory cannot be written (someone else's tree)."""
     target = Path(product).with_suffix(".png")
-    try:
-        with open(target, "ab"):
-            pass
+    if os.access(target.parent, os.W_OK) and (not target.exists() or os.access(target, os.W_OK)):
         return target
-    except OSError:
-        return Path(tempfile.gettempdir()) / "cruncher-chat" / target.name
+    return Path(tempfile.gettempdir()) / "cruncher-chat" / target.name

@@ -50,10 +50,9 @@ def demo_settings(data: Path, night: DemoNight):
 
 def start(data: Path, sim: Path, night: DemoNight, timeline: Timeline) -> Services:
     from cruncher.backend.backend import Backend
-    from cruncher.db.cli import open_database
     from cruncher.instructors.arrivals import Arrivals
-    from cruncher.instructors.cli import backend_sender
-    from cruncher.instructors.realtime import Scanner, layout_from, run
+    from cruncher.instructors.cli import make_scanner
+    from cruncher.instructors.realtime import run
 
     settings = demo_settings(data, night)
     settings.make_dirs()
@@ -63,11 +62,7 @@ def start(data: Path, sim: Path, night: DemoNight, timeline: Timeline) -> Servic
     stop = threading.Event()
     threads = [timeline.follow(backend.subscribe(), stop)]
     rt = settings.realtime
-    scanner = Scanner(engine=open_database(settings, create=True), layout=layout_from(settings),
-                      send=backend_sender(backend.interface.url, settings.backend.token),
-                      gap_min=rt.sequence_gap_min, idle_min=rt.idle_close_min,
-                      max_age_s=rt.max_age_days * 86400)
-    scanner.resume()
+    scanner = make_scanner(settings, backend.interface.url)
     arrivals = Arrivals(Path(settings.paths.raw), settle_s=rt.settle_s,
                         rescan_s=rt.rescan_interval_s).start()
     loop = threading.Thread(target=run, args=(scanner, arrivals, stop), kwargs={"tick_s": 1.0},

@@ -82,7 +82,9 @@ class Chatbot:
             curves = sorted(Path(event.path).parent.glob(
                 re.sub(r"-[LT]\.fits$", "-[LT].fits", Path(event.path).name)))
             dataset = str(curves[0])[:-len("-L.fits")] if curves else event.path
-            self._post_once(dataset, lambda: self._contrast_post(curves))
+            # keyed by the curves there, so a T curve written after the L one is posted too
+            kinds = "".join(c.name[-6] for c in curves)
+            self._post_once(f"{dataset}:{kinds}", lambda: self._contrast_post(curves))
 
     def _post_once(self, key: str, make) -> None:
         """Post what ``make()`` builds, once per ``key``; a product that cannot be drawn yet

@@ -77,17 +77,13 @@ def _bot(args, settings: Settings) -> int:
 
 def _scan(args, settings: Settings) -> int:
     from cruncher.backend.cli import backend_url
-    from cruncher.db.cli import open_database
     from cruncher.instructors.arrivals import Arrivals
-    from cruncher.instructors.realtime import Scanner, layout_from, run
+    from cruncher.instructors.realtime import run
 
     rt = settings.realtime
     rawdir = args.rawdir or Path(settings.paths.raw)
     url = backend_url(settings, args.backend)
-    scanner = Scanner(engine=open_database(settings, create=True), layout=layout_from(settings),
-                      send=backend_sender(url, settings.backend.token), gap_min=rt.sequence_gap_min,
-                      idle_min=rt.idle_close_min or None, max_age_s=rt.max_age_days * 86400, params=args.params)
-    scanner.resume()
+    scanner = make_scanner(settings, url, params=args.params)
     if args.once:
         from cruncher.instruments.gpi.keywords import is_fits_name
 
@@ -111,6 +107,21 @@ def _scan(args, settings: Settings) -> int:
 
 PARAMS_HELP = ("parameters for the PSF-subtraction algorithms, sent with every sequence, e.g. "
                "'{\"klip\": {\"numbasis\": [1, 10, 20]}}' (a key per algorithm, or shared keys)")
+
+
+def make_scanner(settings: Settings, url: str, params: dict | None = None):
+    """The realtime scanner the settings describe, instructing the backend at ``url``, resumed
+    from its database (sequences left open by a restart are picked up)."""
+    from cruncher.db.cli import open_database
+    from cruncher.instructors.realtime import Scanner, layout_from
+
+    rt = settings.realtime
+    scanner = Scanner(engine=open_database(settings, create=True), layout=layout_from(settings),
+                      send=backend_sender(url, settings.backend.token), gap_min=rt.sequence_gap_min,
+                      idle_min=rt.idle_close_min or None, max_age_s=rt.max_age_days * 86400,
+                      params=params)
+    scanner.resume()
+    return scanner
 
 
 def _json_object(text: str) -> dict:

@@ -32,7 +32,6 @@ class Rank:
     task: Task | None = None
     since: float = 0.0
     busy_s: float = 0.0
-    ended: int = 0
 
 
 @dataclass
@@ -176,7 +175,7 @@ class Controller:
                          event.get("job_id"))
             return
         task, seconds = rank.task, time.monotonic() - rank.since
-        rank.task, rank.busy_s, rank.ended = None, rank.busy_s + seconds, rank.ended + 1
+        rank.task, rank.busy_s = None, rank.busy_s + seconds
         failures = (event.get("summary") or {}).get("failures") or {}
         reason = "; ".join(v if v.startswith(k) else f"{k}: {v}" for k, v in failures.items())
         # a sequence with a failed job lacks products: failed, so that --resume tries it again
