@@ -65,24 +65,31 @@ def test_high_pass_is_pyklips():
 
 
 @pytest.mark.parametrize("refs, pixels", [(2, 50), (30, 400), (300, 2000), (300, 120)])
-def test_top_eigenpairs_are_lapacks(refs, pixels):
-    """The CPU eigen step (sytrd + stemr + ormqr) against numpy's full eigh, including a
-    rank-deficient covariance (more references than pixels) and fewer references than modes."""
-    from cruncher.psfsub.fast.core import _top_eigenpairs
+def test_klip_weights_are_those_of_the_full_eigendecomposition(refs, pixels):
+    """The CPU weights (sytrd, sterf + stein, the weights carried back by ormqr) against the
+    model built from numpy's full eigh, including a rank-deficient covariance (more references
+    than pixels) and fewer references than modes."""
+    from cruncher.psfsub.fast.weights import first_bad, klip_weights, weights_from_pairs
 
     rng = np.random.default_rng(refs + pixels)
-    data = rng.standard_normal((refs, pixels)) * np.exp(-np.arange(pixels) / 60)[None, :]
-    cov = data @ data.T / (pixels - 1)
-    (values, vectors), = _top_eigenpairs([cov], 50, np)
+    data = rng.standard_normal((refs + 1, pixels)) * np.exp(-np.arange(pixels) / 60)[None, :]
+    data -= data.mean(axis=1, keepdims=True)
+    full = data @ data.T / (pixels - 1)
+    cov, cross = full[1:, 1:], full[1:, 0]
+    cutoffs = np.clip(np.array([1, 10, 20, 30, 50]) - 1, 0, refs - 1)
+    (weights, values), = klip_weights([cov], [cross], [cutoffs])
     want_values, want_vectors = np.linalg.eigh(cov)
-    k = min(50, refs)
+    k = int(cutoffs.max()) + 1
+    want_values, want_vectors = want_values[::-1][:k], want_vectors[:, ::-1][:, :k]
+    assert values.shape == (k,) and weights.shape == (refs, cutoffs.size)
     scale = want_values.max()
-    assert values.shape == (k,) and vectors.shape == (refs, k)
-    assert np.allclose(values, want_values[::-1][:k], rtol=0, atol=1e-12 * scale)
-    good = want_values[::-1][:k] > 1e-9 * scale       # vectors of a null space are arbitrary
-    projection = vectors[:, good] @ vectors[:, good].T
-    wanted = want_vectors[:, ::-1][:, :k][:, good]
-    assert np.allclose(projection, wanted @ wanted.T, atol=1e-9)
+    assert np.allclose(values, want_values, rtol=0, atol=1e-12 * scale)
+    # the model (weights applied to the references) for cutoffs inside the covariance's rank
+    inside = cutoffs < (first_bad(np.where(want_values > 1e-9 * scale, want_values, 0)) or k)
+    want = weights_from_pairs(want_values, want_vectors, cross, cutoffs)
+    model, wanted_model = weights.T @ data[1:], want.T @ data[1:]
+    assert np.allclose(model[inside], wanted_model[inside],
+                       atol=1e-7 * np.abs(data[0]).max())
 
 
 def test_a_section_of_under_five_pixels_gets_no_references():
@@ -101,7 +108,8 @@ def test_a_section_of_under_five_pixels_gets_no_references():
                         corr_smooth=0.0)
 
     def residuals(pixels: int):
-        section = Section((0.0, 10.0), (-np.pi, np.pi), np.arange(pixels), (0, 0, 0, pixels - 1))
+        section = Section((0.0, 10.0), (-np.pi, np.pi), np.arange(pixels), (0, 0, 0, pixels - 1),
+                          10)
         return klip_section(aligned, np.array([0]), section, frames, settings, 0)
 
     assert residuals(4) is None

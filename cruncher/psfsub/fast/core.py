@@ -10,21 +10,22 @@ fewer operations:
 - the covariance of all frames is one matrix product per section, shared by every science frame
   (each science frame's covariance is a sub-matrix of it, and its products with the references
   are a column of it);
-- only the top ``max(numbasis)`` eigenpairs are computed, and the KLIP model is assembled in the
-  space of reference frames (``n`` numbers per cutoff) and expanded to pixels with one product for
-  all science frames and cutoffs together;
+- the KLIP model is assembled in the space of reference frames (``n`` weights per cutoff, see
+  :mod:`~cruncher.psfsub.fast.weights`) and expanded to pixels with one product for all science
+  frames and cutoffs together;
 - the smoothing is scipy's ``gaussian_filter`` called once on the stack of all frames' bounding
   boxes (reflected at the box edges, NaNs spreading over its support), as pyKLIP calls it per frame.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast.sections import Section, good_references, movement
+from cruncher.psfsub.fast.sections import (Section, good_references, movement, runs,
+                                           take_columns)
+from cruncher.psfsub.fast.weights import first_bad, klip_weights
 from cruncher.xp import ndimage_module, to_numpy
 
 #: Covariances and eigenvectors are float64: in float32 the KL-50 residual moved by 21 % of its
@@ -62,81 +63,36 @@ def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
     The same call as pyKLIP's (``gaussian_filter`` of each frame's box, reflected at the box's
     edges, NaNs spreading), made for stacks of boxes."""
     y0, y1, x0, x1 = section.box
-    ys, xs = np.divmod(section.pixels, aligned.shape[2])
-    flat = xp.asarray((ys - y0) * (x1 - x0 + 1) + (xs - x0))
     gaussian = ndimage_module(xp).gaussian_filter
     out = xp.empty((len(aligned), section.pixels.size), xp.float64)
     for lo in range(0, len(aligned), SMOOTH_CHUNK):
         boxes = gaussian(aligned[lo:lo + SMOOTH_CHUNK, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
-        out[lo:lo + SMOOTH_CHUNK] = boxes.reshape(len(boxes), -1)[:, flat]
+        out[lo:lo + SMOOTH_CHUNK] = take_columns(boxes.reshape(len(boxes), -1),
+                                                 section.box_pixels, section.box_runs,
+                                                 xp.float64, xp)
     out[xp.isnan(out)] = 0
     return out
 
 
-def _top_eigenpairs(covs, count: int, xp: ModuleType):
-    """Largest ``count`` eigenpairs (descending) of each symmetric matrix in a list.
-
-    On the CPU each matrix goes to :func:`_top_eigenpairs_lapack`; on a GPU matrices of one size
-    go to cupy's batched ``eigh`` as one stack.
-    """
-    if xp is np:
-        return [_top_eigenpairs_lapack(cov, count) for cov in covs]
-    out: list = [None] * len(covs)
-    sizes: dict[int, list[int]] = {}
-    for i, cov in enumerate(covs):
-        sizes.setdefault(cov.shape[0], []).append(i)
-    for members in sizes.values():
-        values, vectors = xp.linalg.eigh(xp.stack([covs[i] for i in members]))
-        for i, v, w in zip(members, values, vectors):
-            out[i] = (v[::-1][:count], w[:, ::-1][:, :count])
-    return out
-
-
-@lru_cache(maxsize=None)
-def _tridiagonal_workspace(n: int) -> int:
-    from scipy.linalg import lapack
-
-    return int(lapack.dsytrd_lwork(n, lower=1)[0])
-
-
-def _top_eigenpairs_lapack(cov: np.ndarray, count: int):
-    """The top ``count`` eigenpairs as LAPACK's ``syevr`` finds them (pyKLIP calls it through
-    ``scipy.linalg.eigh(subset_by_index=...)``), in its three steps: the blocked tridiagonal
-    reduction (``sytrd``), relatively robust representations for the wanted pairs only
-    (``stemr``), and the back-transformation of only those vectors (``ormqr``, as ``ormtr``
-    does). Faster per matrix than divide and conquer for all pairs (``syevd``: 4.9 against 5.3 ms
-    for 300 x 300 in the 20-cube profile; the whole job's gain is within this machine's
-    run-to-run spread) and than scipy's ``syevr``, whose small default workspace leaves the
-    reduction unblocked."""
-    from scipy.linalg import eigh_tridiagonal, lapack
-
-    n = cov.shape[0]
-    k = min(count, n)
-    if n < 3:
-        values, vectors = np.linalg.eigh(cov)
-        return values[::-1][:k], vectors[:, ::-1][:, :k]
-    # a copy in Fortran order (the matrix is symmetric) that LAPACK may overwrite
-    reduced, diag, off, tau, info = lapack.dsytrd(np.array(cov, order="F"), lower=1,
-                                                  lwork=_tridiagonal_workspace(n), overwrite_a=1)
-    values, vectors = eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1),
-                                       check_finite=False, lapack_driver="stemr")
-    vectors[1:], _, info = lapack.dormqr("L", "N", reduced[1:, :n - 1], tau, vectors[1:],
-                                         lwork=64 * k, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"ormqr failed ({info})")
-    return values[::-1], vectors[:, ::-1]
-
-
 def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frames,
-                 settings: Settings, wv_index: int, xp: ModuleType = np):
+                 settings: Settings, wv_index: int, xp: ModuleType = np, somewhere=None):
     """Residuals (n_sci, n_cutoffs, p) of every science frame in one section (NaN where pyKLIP
-    gives NaN), or None when no science frame has a reference."""
+    gives NaN), or None when no science frame has a reference.
+
+    ``somewhere`` (flat, bool) may say which pixels of the image are finite in some frame
+    (:func:`finite_somewhere`); pixels NaN in every frame add nothing to any product (pyKLIP
+    zeroes them), so they are left out from the start.
+    """
     flat = aligned.reshape(len(aligned), -1)
     p = section.pixels.size
-    pixels = xp.asarray(section.pixels)
-    # pixels NaN in every frame add nothing to any product (pyKLIP zeroes them): drop them early
-    used = xp.flatnonzero(~xp.isnan(flat[:, pixels]).all(axis=0))
-    centred = flat[:, pixels[used]].astype(PRECISION)
+    if somewhere is None:
+        somewhere = finite_somewhere(aligned, xp)
+    used = np.flatnonzero(to_numpy(somewhere[xp.asarray(section.pixels)]))
+    if used.size == p:
+        centred = take_columns(flat, section.pixels, section.runs, PRECISION, xp)
+    else:
+        kept = section.pixels[used]
+        centred = take_columns(flat, kept, runs(kept), PRECISION, xp)
     nanpix = xp.isnan(centred)
     centred[nanpix] = 0
     finite = (~nanpix).sum(axis=1, keepdims=True)
@@ -164,12 +120,20 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     residual = xp.full((len(sci_index), len(settings.numbasis), p), xp.nan, xp.float32)
     fitted = centred[sci][:, None, :] - model
     fitted[xp.broadcast_to(nanpix[sci][:, None, :], fitted.shape)] = xp.nan
-    residual[:, :, used] = fitted
+    residual[:, :, xp.asarray(used)] = fitted
     skipped = [row for row in range(len(sci_index)) if row not in chosen]
     for row, cutoffs in nan_rows.items():
         residual[row, cutoffs] = xp.nan
     residual[skipped] = xp.nan
     return residual
+
+
+def finite_somewhere(aligned, xp: ModuleType = np, chunk: int = 64):
+    """(Y * X,) bool: pixels finite in at least one frame."""
+    out = xp.zeros(aligned.shape[1] * aligned.shape[2], bool)
+    for lo in range(0, len(aligned), chunk):
+        out |= ~xp.isnan(aligned[lo:lo + chunk].reshape(-1, out.size)).all(axis=0)
+    return out
 
 
 def _correlations(aligned, cov, sci_index, section, settings: Settings, xp: ModuleType):
@@ -202,23 +166,17 @@ def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
         picks[row] = refs
     if not picks:
         return {}, {}
-    n_max = int(np.max(settings.numbasis))
-    subs = [cov[xp.ix_(xp.asarray(refs), xp.asarray(refs))] for refs in picks.values()]
-    pairs = _top_eigenpairs(subs, n_max, xp)
+    subs, crosses, cutoffs = [], [], []
+    for row, refs in picks.items():
+        index = xp.asarray(refs)
+        subs.append(cov[xp.ix_(index, index)])
+        crosses.append(cov[index, int(sci_index[row])])      # = refs . science / (p-1)
+        cutoffs.append(np.clip(settings.numbasis - 1, 0, refs.size - 1))
     chosen, nan_rows = {}, {}
-    for (row, refs), (values, vectors) in zip(picks.items(), pairs):
-        n = refs.size
-        cutoffs = np.clip(settings.numbasis - 1, 0, n - 1)
-        k = int(cutoffs.max()) + 1
-        values, vectors = values[:k], vectors[:, :k]
-        cross = cov[xp.asarray(refs), int(sci_index[row])]      # = refs . science / (p-1)
-        bad = values <= 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            coef = (vectors.T @ cross) / values
-        coef = xp.where(bad, 0, coef)
-        weights = xp.cumsum(vectors * coef[None, :], axis=1)[:, xp.asarray(cutoffs)]
+    for (row, refs), cut, (weights, values) in zip(picks.items(), cutoffs,
+                                                     klip_weights(subs, crosses, cutoffs, xp)):
         chosen[row] = (refs, weights)
-        if bool(bad.any()):
-            first_bad = int(np.flatnonzero(to_numpy(bad))[0])
-            nan_rows[row] = np.flatnonzero(cutoffs >= first_bad)
+        bad = first_bad(values)
+        if bad is not None:
+            nan_rows[row] = np.flatnonzero(cut >= bad)
     return chosen, nan_rows

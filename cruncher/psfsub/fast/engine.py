@@ -24,7 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from cruncher.psfsub.fast import resample
-from cruncher.psfsub.fast.core import Frames, Settings, klip_section
+from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.sections import sections
 from cruncher.xp import array_module, to_numpy
 
@@ -133,8 +133,10 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
                      task.spacing, first, centers[0])
     n_cut = len(task.settings.numbasis)
     out = xp.full((len(sci), n_cut, ny * nx), xp.nan, xp.float32)
+    somewhere = finite_somewhere(aligned, xp)
     for section in parts:
-        residual = klip_section(aligned, sci, section, frames, task.settings, wv_index, xp)
+        residual = klip_section(aligned, sci, section, frames, task.settings, wv_index, xp,
+                                somewhere)
         if residual is not None:
             out[:, :, xp.asarray(section.pixels)] = residual
     del aligned

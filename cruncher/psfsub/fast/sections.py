@@ -9,6 +9,8 @@ methane-weighted criterion), the same wavelength for ADI, the same exposure for 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from types import ModuleType
 
 import numpy as np
 
@@ -19,10 +21,28 @@ class Section:
     phi: tuple[float, float]
     pixels: np.ndarray          # flat indices into the image
     box: tuple[int, int, int, int]   # ymin, ymax, xmin, xmax (inclusive) of the section
+    width: int                  # of the image
 
     @property
     def radius(self) -> float:
         return 0.5 * (self.rad[0] + self.rad[1])
+
+    @cached_property
+    def box_pixels(self) -> np.ndarray:
+        """The pixels as flat indices into the section's box."""
+        y0, y1, x0, x1 = self.box
+        ys, xs = np.divmod(self.pixels, self.width)
+        return (ys - y0) * (x1 - x0 + 1) + (xs - x0)
+
+    @cached_property
+    def runs(self) -> np.ndarray:
+        """:func:`runs` of the pixels in the image."""
+        return runs(self.pixels)
+
+    @cached_property
+    def box_runs(self) -> np.ndarray:
+        """:func:`runs` of the pixels in the section's box."""
+        return runs(self.box_pixels)
 
 
 def outer_working_angle(image: np.ndarray, center) -> float:
@@ -60,7 +80,29 @@ def sections(shape: tuple[int, int], center, iwa: float, owa: float | None, annu
                 continue
             ys, xs = np.divmod(idx, shape[1])
             out.append(Section((lo_r, hi_r), (lo_phi, hi_phi), idx,
-                               (int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max()))))
+                               (int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())),
+                               shape[1]))
+    return out
+
+
+def runs(index: np.ndarray) -> np.ndarray:
+    """(source start, destination start, length) of each run of consecutive values in a sorted
+    index: a section is one run per image row, or two where it crosses the inner hole."""
+    index = np.asarray(index)
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [index.size]])
+    return np.stack([index[starts], starts, ends - starts], axis=1).astype(np.int64)
+
+
+def take_columns(array, index: np.ndarray, index_runs: np.ndarray, dtype, xp: ModuleType = np):
+    """``array[:, index]`` as ``dtype``; on the CPU copied run by run, several times faster than
+    a fancy index for sections' pixels."""
+    if xp is not np:
+        return array[:, xp.asarray(index)].astype(dtype)
+    out = np.empty((array.shape[0], index.size), dtype)
+    for source, destination, length in index_runs.tolist():
+        out[:, destination:destination + length] = array[:, source:source + length]
     return out
 
 
