@@ -55,17 +55,22 @@ _TASK: Task | None = None
 _ROTATIONS: dict = {}
 
 
-def high_pass(images: np.ndarray, fwhm_or_true) -> np.ndarray:
-    """pyKLIP's ``high_pass_filter`` of every frame (``highpass=True`` or a FWHM in pixels)."""
-    import scipy.fft
+def high_pass(images: np.ndarray, fwhm_or_true, threads: int = 1) -> np.ndarray:
+    """pyKLIP's ``high_pass_filter`` of every frame (``highpass=True`` or a FWHM in pixels).
+
+    pyKLIP multiplies the frame's Fourier transform by ``1 - G``, ``G`` a Gaussian of the integer
+    frequencies, after filling NaNs with the nearest pixel's value. ``G`` is separable, so the
+    low-pass part is a circular convolution along each axis, ``Cy @ frame @ Cx`` with two real
+    circulant matrices: the same numbers to rounding, and on GPI's 281-pixel frames (a prime size,
+    where FFTs are slowest) about three times faster, in batches spread over ``threads``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from scipy.spatial import cKDTree
 
     n, ny, nx = images.shape
     size = 10.0 if fwhm_or_true is True else (nx / float(fwhm_or_true)) / (2 * np.sqrt(2 * np.log(2)))
-    # the filter is real and even, so the real transform gives pyKLIP's real(ifft2(fft2 * filter))
-    u, v = np.meshgrid(np.fft.rfftfreq(nx), np.fft.fftfreq(ny))
-    rho = np.sqrt((u * nx) ** 2 + (v * ny) ** 2)
-    filt = 1.0 - np.exp(-(rho ** 2 / size ** 2))
+    low_y, low_x = _circular_gaussian(ny, size), _circular_gaussian(nx, size)
     nan = np.isnan(images)
     filled = images.copy()
     patterns: dict[bytes, list[int]] = {}
@@ -79,12 +84,22 @@ def high_pass(images: np.ndarray, fwhm_or_true) -> np.ndarray:
         _, nearest = cKDTree(good).query(np.array([x[mask], y[mask]]).T.astype(float))
         for i in members:
             filled[i][mask] = images[i][~mask][nearest]
-    out = np.empty_like(images)
-    for lo in range(0, n, BATCH):
-        spectrum = scipy.fft.rfft2(filled[lo:lo + BATCH], workers=-1) * filt
-        out[lo:lo + BATCH] = scipy.fft.irfft2(spectrum, s=(ny, nx), workers=-1)
-    out[nan] = np.nan
-    return out
+
+    def one(lo: int) -> None:
+        batch = filled[lo:lo + BATCH].astype(np.float64)
+        filled[lo:lo + BATCH] = batch - np.matmul(np.matmul(low_y, batch), low_x.T)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(one, range(0, n, BATCH)))
+    filled[nan] = np.nan
+    return filled
+
+
+def _circular_gaussian(n: int, size: float) -> np.ndarray:
+    """(n, n) circular convolution by the kernel whose transform is exp(-k^2 / size^2)."""
+    k = np.fft.fftfreq(n) * n
+    kernel = np.fft.ifft(np.exp(-(k ** 2) / size ** 2)).real
+    return kernel[(np.arange(n)[:, None] - np.arange(n)[None, :]) % n]
 
 
 #: Derotation operators kept per process (about 13 MB each for 281 x 281 images).
@@ -215,8 +230,9 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
     numbasis = np.atleast_1d(np.asarray(numbasis if numbasis is not None else [1, 10, 20, 30, 50]))
     if numbasis.dtype.kind not in "iu":
         raise TypeError(f"numbasis should be integers, not {numbasis.dtype}")
+    threads = max(1, int(numthreads or os.cpu_count() or 1))
     if highpass is not False:
-        dataset.input = high_pass(np.asarray(dataset.input, np.float32), highpass)
+        dataset.input = high_pass(np.asarray(dataset.input, np.float32), highpass, threads)
     template = None
     if spectrum is not None:
         if isinstance(spectrum, str) and spectrum.lower() == "methane":
@@ -226,7 +242,7 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
         else:
             raise ValueError(f"{spectrum!r} is not a spectral template (only 'methane' or an array)")
     images = np.asarray(dataset.input, np.float32)
-    coeffs, nanmask = _coefficients(images)
+    coeffs, nanmask = _coefficients(images, threads)
     shape = images.shape
     # the workers need only the spline coefficients: park the frames on disk meanwhile
     dataset.input = images = _park(images, outputdir)
@@ -246,7 +262,7 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
     everything = np.arange(shape[0])
     groups = [(everything if "SDI" in mode.upper() else np.flatnonzero(wvs32 == wv), i, wv)
               for i, wv in enumerate(unique)]
-    workers = max(1, min(int(numthreads or os.cpu_count() or 1), len(groups)))
+    workers = min(threads, len(groups))
     sums = output.Sums(len(numbasis), len(unique), shape[1:])
     done = 0
     for wv_index, (total, count) in run_all(task, groups, workers, xp):
@@ -271,11 +287,19 @@ def _park(images: np.ndarray, outputdir: str) -> np.ndarray:
         return np.load(tmp.name, mmap_mode="r")
 
 
-def _coefficients(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _coefficients(images: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Spline coefficients and NaN masks of every frame, in batches spread over ``threads``
+    (scipy's spline filter releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     coeffs = np.empty_like(images)
     nanmask = np.empty(images.shape, bool)
-    for lo in range(0, len(images), BATCH):
-        c, m = resample.spline_coefficients(images[lo:lo + BATCH])
-        coeffs[lo:lo + BATCH], nanmask[lo:lo + BATCH] = c, m
+
+    def one(lo: int) -> None:
+        coeffs[lo:lo + BATCH], nanmask[lo:lo + BATCH] = \
+            resample.spline_coefficients(images[lo:lo + BATCH])
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(one, range(0, len(images), BATCH)))
     return coeffs, nanmask
 

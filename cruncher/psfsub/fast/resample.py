@@ -127,21 +127,27 @@ def rotation_operator(shape: tuple[int, int], angle_deg: float, center, new_cent
     wx, wy = cubic_weights(xs - fx), cubic_weights(ys - fy)
     ix = mirror(fx.astype(np.int64)[:, None] - 1 + np.arange(4), nx)
     iy = mirror(fy.astype(np.int64)[:, None] - 1 + np.arange(4), ny)
-    rows = np.repeat(np.arange(xs.size), 16)
     cols = (iy[:, :, None] * nx + ix[:, None, :]).ravel()
     vals = (wy[:, :, None] * wx[:, None, :]).ravel()
-    sp = sparse_module(np)
-    interp = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(xs.size, xs.size))
+    interp = _rows_of(vals.astype(np.float32), cols, 16, xs.size)
     lo_x, hi_x = np.clip(fx, 0, nx - 1), np.clip(np.ceil(xs), 0, nx - 1)
     lo_y, hi_y = np.clip(fy, 0, ny - 1), np.clip(np.ceil(ys), 0, ny - 1)
     corners = np.stack([lo_y * nx + lo_x, lo_y * nx + hi_x, hi_y * nx + lo_x, hi_y * nx + hi_x], 1)
-    test = sp.csr_matrix((np.ones(corners.size, np.float32),
-                          (np.repeat(np.arange(xs.size), 4), corners.ravel().astype(np.int64))),
-                         shape=(xs.size, xs.size))
+    test = _rows_of(np.ones(corners.size, np.float32), corners.ravel().astype(np.int64), 4,
+                    xs.size)
     if xp is not np:  # pragma: no cover - needs a GPU
         spx = sparse_module(xp)
         interp, test = spx.csr_matrix(interp), spx.csr_matrix(test)
     return interp, test, xp.asarray(outside)
+
+
+def _rows_of(values: np.ndarray, columns: np.ndarray, per_row: int, n: int):
+    """An (n, n) CSR matrix with ``per_row`` entries in every row, built directly (a repeated
+    column in a row, where the spline taps are mirrored at the edge, is summed by the product)."""
+    from scipy import sparse
+
+    indptr = np.arange(0, per_row * n + 1, per_row, dtype=np.int64)
+    return sparse.csr_matrix((values, columns, indptr), shape=(n, n))
 
 
 def rotate(images, operator, xp: ModuleType = np):
