@@ -1,0 +1,123 @@
+"""KLIP's model of one science frame as weights on its references, from their covariance.
+
+pyKLIP projects the science frame on the first K eigenvectors ``v_k`` (eigenvalues ``l_k``) of
+the references' covariance. In the space of references, the model for cutoff K is the
+combination ``sum_{k<=K} v_k (v_k . c) / l_k`` of the reference frames, where ``c`` holds the
+science frame's products with the references. Only these weights are needed, one column per
+cutoff, so on the CPU they are computed without forming the eigenvectors:
+
+- the covariance is reduced to a tridiagonal matrix ``T = Q' C Q`` (LAPACK ``sytrd``, blocked);
+- the eigenvalues of ``T`` come from ``sterf`` (all of them, faster here than bisection for the
+  top ``max(numbasis)`` or MRRR's ``stemr``) and the wanted eigenvectors of ``T`` from inverse
+  iteration (``stein``), which reorthogonalises vectors of close eigenvalues;
+- ``c`` is carried into the tridiagonal basis, the weights are summed there and only the
+  ``len(numbasis)`` weight columns are carried back (``ormqr``), instead of ``max(numbasis)``
+  eigenvectors.
+
+The mathematics is pyKLIP's (``scipy.linalg.eigh`` of the covariance, largest eigenpairs first);
+only the rounding differs. On a GPU, cupy's batched ``eigh`` gives the eigenvectors instead.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from types import ModuleType
+
+import numpy as np
+
+from cruncher.xp import to_numpy
+
+
+def weights_from_pairs(values, vectors, cross, cutoffs: np.ndarray, xp: ModuleType = np):
+    """The model's weights (n, n_cutoffs) from descending eigenpairs; a non-positive eigenvalue
+    contributes nothing (its cutoffs are marked by :func:`first_bad`)."""
+    bad = values <= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coef = (vectors.T @ cross) / values
+    coef = xp.where(bad, 0, coef)
+    return xp.cumsum(vectors * coef[None, :], axis=1)[:, xp.asarray(cutoffs)]
+
+
+def first_bad(values) -> int | None:
+    """Index of the first non-positive eigenvalue (pyKLIP gives NaN from that mode on)."""
+    bad = np.flatnonzero(to_numpy(values) <= 0)
+    return int(bad[0]) if bad.size else None
+
+
+def klip_weights(covs: list, crosses: list, cutoffs: list[np.ndarray], xp: ModuleType = np):
+    """For each (covariance, cross products, cutoffs): ``(weights (n, n_cut), values (k,))``.
+
+    ``cutoffs`` are 0-based mode indices already clipped to the number of references; ``values``
+    are the ``max(cutoffs) + 1`` largest eigenvalues, descending.
+    """
+    if xp is np:
+        return [_weights_lapack(c, x, cut) for c, x, cut in zip(covs, crosses, cutoffs)]
+    out: list = [None] * len(covs)
+    sizes: dict[int, list[int]] = {}
+    for i, cov in enumerate(covs):
+        sizes.setdefault(cov.shape[0], []).append(i)
+    for members in sizes.values():
+        values, vectors = xp.linalg.eigh(xp.stack([covs[i] for i in members]))
+        for i, v, w in zip(members, values, vectors):
+            k = int(cutoffs[i].max()) + 1
+            v, w = v[::-1][:k], w[:, ::-1][:, :k]
+            out[i] = (weights_from_pairs(v, w, crosses[i], cutoffs[i], xp), v)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _tridiagonal_workspace(n: int) -> int:
+    from scipy.linalg import lapack
+
+    return int(lapack.dsytrd_lwork(n, lower=1)[0])
+
+
+def _weights_lapack(cov: np.ndarray, cross: np.ndarray, cutoffs: np.ndarray):
+    from scipy.linalg import lapack
+
+    n = cov.shape[0]
+    k = int(cutoffs.max()) + 1
+    if n < 3:
+        values, vectors = np.linalg.eigh(cov)
+        values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
+        return weights_from_pairs(values, vectors, cross, cutoffs), values
+    # a copy in Fortran order (the matrix is symmetric) that LAPACK may overwrite
+    reduced, diag, off, tau, info = lapack.dsytrd(np.array(cov, order="F"), lower=1,
+                                                  lwork=_tridiagonal_workspace(n), overwrite_a=1)
+    values, vectors = top_tridiagonal_pairs(diag, off, k)
+    # Q = diag(1, H_1 ... H_{n-1}): its reflectors act on rows 1..n-1 only
+    householder = reduced[1:, :n - 1]
+    carried = np.array(cross, dtype=np.float64).reshape(n, 1)
+    carried[1:] = _apply_q(householder, tau, carried[1:], "T")
+    weights = weights_from_pairs(values, vectors, carried[:, 0], cutoffs)
+    weights = np.asfortranarray(weights)
+    weights[1:] = _apply_q(householder, tau, weights[1:], "N")
+    return weights, values
+
+
+def _apply_q(householder, tau, block: np.ndarray, trans: str) -> np.ndarray:
+    from scipy.linalg import lapack
+
+    out, _, info = lapack.dormqr("L", trans, householder, tau, block,
+                                 lwork=max(1, 64 * block.shape[1]))
+    if info != 0:
+        raise np.linalg.LinAlgError(f"ormqr failed ({info})")
+    return out
+
+
+def top_tridiagonal_pairs(diag: np.ndarray, off: np.ndarray, k: int):
+    """The ``k`` largest eigenpairs (descending) of a symmetric tridiagonal matrix."""
+    from scipy.linalg import eigh_tridiagonal, lapack
+
+    n = diag.size
+    values, info = lapack.dsterf(diag.copy(), off.copy())
+    if info == 0:
+        top = np.ascontiguousarray(values[n - k:])
+        split = np.zeros(n, np.int32)
+        split[0] = n
+        vectors, info = lapack.dstein(diag, off, top, np.ones(n, np.int32), split)
+        if info == 0:
+            return top[::-1], vectors[:, ::-1]
+    # inverse iteration did not converge (a cluster of equal eigenvalues): MRRR instead
+    values, vectors = eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1),
+                                       check_finite=False, lapack_driver="stemr")
+    return values[::-1], vectors[:, ::-1]
