@@ -24,22 +24,26 @@ from common import save  # noqa: E402
 
 
 def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int = 300,
-                  top: int = 50, cutoffs: int = 5) -> dict:
-    """Floating-point operations of one general reduction (ADI+SDI, 9 log annuli x 4 sections).
+                  cutoffs: int = 5) -> dict:
+    """Floating-point operations of one general reduction (ADI+SDI, 9 log annuli x 4 sections),
+    counted as the fast engine does the work.
 
-    ``algorithm``: what pyKLIP's mathematics needs (covariances of all frames per section and
-    wavelength, the science frames' correlations, one 300 x 300 eigendecomposition per science
-    frame and section, the projections); ``resampling_dense``: what the fast engine also spends
-    aligning frames with dense (rather than banded) matrix products, in float32.
+    ``algorithm``: the covariance of all frames per section and wavelength (a symmetric product,
+    ``frames^2 x pixels``), the science frames' correlations, per science frame and section the
+    300 x 300 tridiagonal reduction (``4/3 n^3``) and the model's weights carried to and from its
+    basis (``2 n^2`` per column, one column per cutoff and one for the science frame; the
+    tridiagonal eigenproblem itself is ``O(n^2)``), and the projections; ``resampling_dense``: what
+    the engine also spends aligning frames with dense (rather than banded) matrix products, in
+    float32.
     """
     from cruncher.psfsub.fast.sections import sections
 
     frames = cubes * wavelengths
     pixels = sum(s.pixels.size for s in sections((size, size), (size // 2, size // 2), 9.06,
                                                   size / 2 - 6, 9, 4, "log"))
-    covariance = wavelengths * frames ** 2 * pixels * 2
+    covariance = wavelengths * frames ** 2 * pixels
     correlation = wavelengths * cubes * frames * pixels * 2
-    eigen = wavelengths * 36 * cubes * (4 / 3 + 2) * refs ** 3
+    eigen = wavelengths * 36 * cubes * (4 / 3 * refs ** 3 + 2 * refs ** 2 * (cutoffs + 1))
     projection = wavelengths * cubes * cutoffs * frames * pixels * 2
     return {"pixels_per_wavelength": pixels, "covariance": covariance, "correlation": correlation,
             "eigen": eigen, "projection": projection,
