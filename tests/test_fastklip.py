@@ -85,11 +85,26 @@ def test_klip_weights_are_those_of_the_full_eigendecomposition(refs, pixels):
     scale = want_values.max()
     assert np.allclose(values, want_values, rtol=0, atol=1e-12 * scale)
     # the model (weights applied to the references) for cutoffs inside the covariance's rank
-    inside = cutoffs < (first_bad(np.where(want_values > 1e-9 * scale, want_values, 0)) or k)
+    rank = first_bad(np.where(want_values > 1e-9 * scale, want_values, 0))
+    inside = cutoffs < (k if rank is None else rank)
     want = weights_from_pairs(want_values, want_vectors, cross, cutoffs)
     model, wanted_model = weights.T @ data[1:], want.T @ data[1:]
     assert np.allclose(model[inside], wanted_model[inside],
                        atol=1e-7 * np.abs(data[0]).max())
+
+
+def test_top_tridiagonal_pairs_of_a_split_matrix_with_repeated_eigenvalues():
+    """Inverse iteration is asked for one block even where the matrix splits (zero off-diagonal)
+    and eigenvalues repeat; what comes back must still be orthonormal eigenpairs, largest first."""
+    from cruncher.psfsub.fast.weights import top_tridiagonal_pairs
+
+    diag = np.array([5.0, 3.0, 5.0, 1.0, 3.0, 0.5, 5.0, 2.0])
+    off = np.array([0.0, 0.0, 1e-3, 0.0, 0.0, 0.2, 0.0])
+    values, vectors = top_tridiagonal_pairs(diag, off, 5)
+    matrix = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
+    assert np.allclose(values, np.linalg.eigvalsh(matrix)[::-1][:5], atol=1e-12)
+    assert np.allclose(matrix @ vectors, vectors * values[None, :], atol=1e-10)
+    assert np.allclose(vectors.T @ vectors, np.eye(5), atol=1e-10)
 
 
 def test_a_section_of_under_five_pixels_gets_no_references():

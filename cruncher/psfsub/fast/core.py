@@ -89,7 +89,7 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
         somewhere = finite_somewhere(aligned, xp)
     used = np.flatnonzero(to_numpy(somewhere[xp.asarray(section.pixels)]))
     if used.size == p:
-        centred = take_columns(flat, section.pixels, section.runs, PRECISION, xp)
+        centred = take_columns(flat, section.pixels, section.pixel_runs, PRECISION, xp)
     else:
         kept = section.pixels[used]
         centred = take_columns(flat, kept, runs(kept), PRECISION, xp)

@@ -35,7 +35,7 @@ class Section:
         return (ys - y0) * (x1 - x0 + 1) + (xs - x0)
 
     @cached_property
-    def runs(self) -> np.ndarray:
+    def pixel_runs(self) -> np.ndarray:
         """:func:`runs` of the pixels in the image."""
         return runs(self.pixels)
 
