@@ -31,12 +31,18 @@ def assert_same(ours, theirs, tolerance):
     assert np.nanmax(np.abs(ours - theirs)) <= tolerance * np.nanstd(theirs)
 
 
-def test_align_and_scale_is_pyklips():
+@pytest.mark.parametrize("centers, scales, block", [
+    ([[30.3, 29.6], [29.9, 30.4], [30.6, 30.1]], [1.0, 1.12, 0.87], resample.BLOCK),
+    # far off-centre and strongly scaled: whole blocks of the output fall outside the source
+    ([[5.2, 55.7], [58.1, 3.4], [30.0, 30.0]], [0.45, 0.3, 2.6], 8),
+])
+def test_align_and_scale_is_pyklips(monkeypatch, centers, scales, block):
     from pyklip.klip import align_and_scale
 
+    monkeypatch.setattr(resample, "BLOCK", block)
+    monkeypatch.setattr(resample.axis_operators, "__defaults__", (block,))
     images = field()
-    centers = np.array([[30.3, 29.6], [29.9, 30.4], [30.6, 30.1]])
-    scales = np.array([1.0, 1.12, 0.87], np.float32)
+    centers, scales = np.array(centers), np.array(scales, np.float32)
     coeffs, nan = resample.spline_coefficients(images)
     ours = resample.align_and_scale(coeffs, nan, centers, scales, (30.1, 30.0))
     for k in range(3):
