@@ -113,6 +113,34 @@ def test_top_tridiagonal_pairs_of_a_split_matrix_with_repeated_eigenvalues():
     assert np.allclose(vectors.T @ vectors, np.eye(5), atol=1e-10)
 
 
+@pytest.mark.parametrize("annuli, subsections, center, shared", [
+    (4, 4, (30.0, 30.0), True),       # quarter sectors: boxes nest and share two edges
+    (3, 3, (27.4, 32.2), False),      # sectors off the axes: each box smoothed alone
+])
+def test_smoothing_shared_by_nested_boxes_is_pyklips_per_box(annuli, subsections, center,
+                                                             shared):
+    """Every section's smoothed pixels equal, bit for bit, pyKLIP's: ``gaussian_filter`` of each
+    frame's section box alone, NaNs set to 0."""
+    from scipy import ndimage
+
+    from cruncher.psfsub.fast.sections import sections
+    from cruncher.psfsub.fast.smoothing import Smoother
+
+    frames = np.concatenate([field(4), field(5)])
+    frames[1, 28:31, 33:36] = np.nan       # a hole inside the field spreads too
+    parts = sections(frames.shape[1:], center, 3.0, 28.0, annuli, subsections, "log")
+    smoother = Smoother(frames, parts, 1.0)
+    assert any(plan.parent != part.box for plan, part in zip(smoother.plans, parts)) == shared
+    for index in smoother.order():
+        section = parts[index]
+        y0, y1, x0, x1 = section.box
+        ys, xs = np.divmod(section.pixels, frames.shape[2])
+        expected = np.stack([ndimage.gaussian_filter(frame[y0:y1 + 1, x0:x1 + 1], 1)[ys - y0, xs - x0]
+                             for frame in frames]).astype(np.float64)
+        expected[np.isnan(expected)] = 0
+        np.testing.assert_array_equal(smoother.section(index, section), expected)
+
+
 def test_a_section_of_under_five_pixels_gets_no_references():
     """pyKLIP drops references with fewer than 5 finite pixels in a section, counted after their
     NaNs were set to 0: a section of 4 pixels has no references (stays NaN), one of 5 has, even

@@ -13,8 +13,8 @@ fewer operations:
 - the KLIP model is assembled in the space of reference frames (``n`` weights per cutoff, see
   :mod:`~cruncher.psfsub.fast.weights`) and expanded to pixels with one product for all science
   frames and cutoffs together;
-- the smoothing is scipy's ``gaussian_filter`` called once on the stack of all frames' bounding
-  boxes (reflected at the box edges, NaNs spreading over its support), as pyKLIP calls it per frame.
+- the smoothing is scipy's ``gaussian_filter`` as pyKLIP calls it per frame and box, called on
+  stacks of frames and shared by nested boxes (:mod:`~cruncher.psfsub.fast.smoothing`).
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ import numpy as np
 
 from cruncher.psfsub.fast.sections import (Section, good_references, movement, runs,
                                            take_columns)
+from cruncher.psfsub.fast.smoothing import Smoother
 from cruncher.psfsub.fast.weights import first_bad, klip_weights
-from cruncher.xp import ndimage_module, to_numpy
+from cruncher.xp import to_numpy
 
 #: Covariances and eigenvectors are float64: in float32 the KL-50 residual moved by 21 % of its
 #: RMS on the test sequence (the small eigenvalues are lost), in float64 by < 1e-3.
@@ -52,36 +53,17 @@ class Settings:
     spectrum: np.ndarray | None = None
 
 
-#: Frames smoothed at a time: bounds the box stacks (the outer sections' boxes are large).
-SMOOTH_CHUNK = 128
-
-
-def smoothed_section(aligned, section: Section, sigma: float, xp: ModuleType):
-    """Each frame's section after pyKLIP's smoothing of the section's box; NaN -> 0. (F, p)
-    float64.
-
-    The same call as pyKLIP's (``gaussian_filter`` of each frame's box, reflected at the box's
-    edges, NaNs spreading), made for stacks of boxes."""
-    y0, y1, x0, x1 = section.box
-    gaussian = ndimage_module(xp).gaussian_filter
-    out = xp.empty((len(aligned), section.pixels.size), xp.float64)
-    for lo in range(0, len(aligned), SMOOTH_CHUNK):
-        boxes = gaussian(aligned[lo:lo + SMOOTH_CHUNK, y0:y1 + 1, x0:x1 + 1], (0, sigma, sigma))
-        out[lo:lo + SMOOTH_CHUNK] = take_columns(boxes.reshape(len(boxes), -1),
-                                                 section.box_pixels, section.box_runs,
-                                                 xp.float64, xp)
-    out[xp.isnan(out)] = 0
-    return out
-
-
 def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frames,
-                 settings: Settings, wv_index: int, xp: ModuleType = np, somewhere=None):
+                 settings: Settings, wv_index: int, xp: ModuleType = np, somewhere=None,
+                 smoothed=None):
     """Residuals (n_sci, n_cutoffs, p) of every science frame in one section (NaN where pyKLIP
     gives NaN), or None when no science frame has a reference.
 
     ``somewhere`` (flat, bool) may say which pixels of the image are finite in some frame
     (:func:`finite_somewhere`); pixels NaN in every frame add nothing to any product (pyKLIP
-    zeroes them), so they are left out from the start.
+    zeroes them), so they are left out from the start. ``smoothed`` may give every frame's
+    smoothed section pixels (:class:`~cruncher.psfsub.fast.smoothing.Smoother`); with
+    ``corr_smooth`` and without it, the section's box is smoothed here.
     """
     flat = aligned.reshape(len(aligned), -1)
     p = section.pixels.size
@@ -99,7 +81,9 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     centred -= centred.sum(axis=1, keepdims=True) / xp.maximum(finite, 1)
     centred[nanpix] = 0
     cov = centred @ centred.T / (p - 1)
-    corr = _correlations(aligned, cov, sci_index, section, settings, xp)
+    if settings.corr_smooth > 0 and smoothed is None:
+        smoothed = Smoother(aligned, [section], 1.0, xp).section(0, section)
+    corr = _correlations(smoothed, cov, sci_index, settings, xp)
     moves = movement(section.radius, frames.parangs[sci_index], frames.parangs,
                      frames.wvs[sci_index], frames.wvs)
     good = good_references(moves, settings.minmove, settings.mode, frames.wvs[sci_index],
@@ -136,10 +120,10 @@ def finite_somewhere(aligned, xp: ModuleType = np, chunk: int = 64):
     return out
 
 
-def _correlations(aligned, cov, sci_index, section, settings: Settings, xp: ModuleType):
-    """(n_sci, F) correlation of each science frame with every frame, as pyKLIP ranks them."""
+def _correlations(smooth, cov, sci_index, settings: Settings, xp: ModuleType):
+    """(n_sci, F) correlation of each science frame with every frame, as pyKLIP ranks them: of
+    the smoothed section pixels ``smooth`` (F, p) with ``corr_smooth``, else of the covariance."""
     if settings.corr_smooth > 0:
-        smooth = smoothed_section(aligned, section, 1.0, xp)
         smooth -= smooth.mean(axis=1, keepdims=True)
         norm = xp.sqrt(xp.einsum("ij,ij->i", smooth, smooth))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -174,7 +158,8 @@ def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
         cutoffs.append(np.clip(settings.numbasis - 1, 0, refs.size - 1))
     chosen, nan_rows = {}, {}
     for (row, refs), cut, (weights, values) in zip(picks.items(), cutoffs,
-                                                     klip_weights(subs, crosses, cutoffs, xp)):
+                                                     klip_weights(subs, crosses, cutoffs, xp,
+                                                                  overwrite=True)):
         chosen[row] = (refs, weights)
         bad = first_bad(values)
         if bad is not None:

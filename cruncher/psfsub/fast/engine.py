@@ -26,6 +26,7 @@ import numpy as np
 from cruncher.psfsub.fast import resample
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.sections import sections
+from cruncher.psfsub.fast.smoothing import Smoother
 from cruncher.xp import array_module, to_numpy
 
 _log = logging.getLogger(__name__)
@@ -146,9 +147,12 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
     n_cut = len(task.settings.numbasis)
     out = xp.full((len(sci), n_cut, ny * nx), xp.nan, xp.float32)
     somewhere = finite_somewhere(aligned, xp)
-    for section in parts:
+    smoother = Smoother(aligned, parts, 1.0, xp)
+    for index in smoother.order():
+        section = parts[index]
+        smoothed = smoother.section(index, section) if task.settings.corr_smooth > 0 else None
         residual = klip_section(aligned, sci, section, frames, task.settings, wv_index, xp,
-                                somewhere)
+                                somewhere, smoothed)
         if residual is not None:
             out[:, :, xp.asarray(section.pixels)] = residual
     del aligned

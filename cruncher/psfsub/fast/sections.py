@@ -85,14 +85,19 @@ def sections(shape: tuple[int, int], center, iwa: float, owa: float | None, annu
     return out
 
 
-def runs(index: np.ndarray) -> np.ndarray:
+def runs(index: np.ndarray, destination: np.ndarray | None = None) -> np.ndarray:
     """(source start, destination start, length) of each run of consecutive values in a sorted
-    index: a section is one run per image row, or two where it crosses the inner hole."""
+    index, copied to consecutive positions (or to ``destination``, broken where it jumps too): a
+    section is one run per image row, or two where it crosses the inner hole."""
     index = np.asarray(index)
-    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    jumps = np.diff(index) != 1
+    if destination is not None:
+        jumps |= np.diff(destination) != 1
+    breaks = np.flatnonzero(jumps) + 1
     starts = np.concatenate([[0], breaks])
     ends = np.concatenate([breaks, [index.size]])
-    return np.stack([index[starts], starts, ends - starts], axis=1).astype(np.int64)
+    to = starts if destination is None else np.asarray(destination)[starts]
+    return np.stack([index[starts], to, ends - starts], axis=1).astype(np.int64)
 
 
 def take_columns(array, index: np.ndarray, index_runs: np.ndarray, dtype, xp: ModuleType = np):
@@ -101,9 +106,14 @@ def take_columns(array, index: np.ndarray, index_runs: np.ndarray, dtype, xp: Mo
     if xp is not np:
         return array[:, xp.asarray(index)].astype(dtype)
     out = np.empty((array.shape[0], index.size), dtype)
-    for source, destination, length in index_runs.tolist():
-        out[:, destination:destination + length] = array[:, source:source + length]
+    copy_columns(out, array, index_runs)
     return out
+
+
+def copy_columns(out, array, column_runs: np.ndarray) -> None:
+    """``out[:, d:d + n] = array[:, s:s + n]`` for every run (s, d, n) of :func:`runs`."""
+    for source, destination, length in column_runs.tolist():
+        out[:, destination:destination + length] = array[:, source:source + length]
 
 
 def movement(radius: float, parang, parangs, wavelength, wavelengths) -> np.ndarray:

@@ -43,14 +43,17 @@ def first_bad(values) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
-def klip_weights(covs: list, crosses: list, cutoffs: list[np.ndarray], xp: ModuleType = np):
+def klip_weights(covs: list, crosses: list, cutoffs: list[np.ndarray], xp: ModuleType = np,
+                 overwrite: bool = False):
     """For each (covariance, cross products, cutoffs): ``(weights (n, n_cut), values (k,))``.
 
     ``cutoffs`` are 0-based mode indices already clipped to the number of references; ``values``
-    are the ``max(cutoffs) + 1`` largest eigenvalues, descending.
+    are the ``max(cutoffs) + 1`` largest eigenvalues, descending. With ``overwrite`` the
+    covariances (exactly symmetric) may be overwritten, which saves a copy of each.
     """
     if xp is np:
-        return [_weights_lapack(c, x, cut) for c, x, cut in zip(covs, crosses, cutoffs)]
+        return [_weights_lapack(c, x, cut, overwrite)
+                for c, x, cut in zip(covs, crosses, cutoffs)]
     out: list = [None] * len(covs)
     sizes: dict[int, list[int]] = {}
     for i, cov in enumerate(covs):
@@ -71,7 +74,8 @@ def _tridiagonal_workspace(n: int) -> int:
     return int(lapack.dsytrd_lwork(n, lower=1)[0])
 
 
-def _weights_lapack(cov: np.ndarray, cross: np.ndarray, cutoffs: np.ndarray):
+def _weights_lapack(cov: np.ndarray, cross: np.ndarray, cutoffs: np.ndarray,
+                    overwrite: bool = False):
     from scipy.linalg import lapack
 
     n = cov.shape[0]
@@ -80,8 +84,9 @@ def _weights_lapack(cov: np.ndarray, cross: np.ndarray, cutoffs: np.ndarray):
         values, vectors = np.linalg.eigh(cov)
         values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
         return weights_from_pairs(values, vectors, cross, cutoffs), values
-    # a copy in Fortran order (the matrix is symmetric) that LAPACK may overwrite
-    reduced, diag, off, tau, info = lapack.dsytrd(np.array(cov, order="F"), lower=1,
+    # the matrix in Fortran order (its transpose, as it is symmetric) that LAPACK may overwrite
+    fortran = cov.T if overwrite and cov.flags.c_contiguous else np.array(cov, order="F")
+    reduced, diag, off, tau, info = lapack.dsytrd(fortran, lower=1,
                                                   lwork=_tridiagonal_workspace(n), overwrite_a=1)
     values, vectors = top_tridiagonal_pairs(diag, off, k)
     # Q = diag(1, H_1 ... H_{n-1}): its reflectors act on rows 1..n-1 only

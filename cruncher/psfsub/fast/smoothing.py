@@ -1,0 +1,150 @@
+"""pyKLIP's smoothing of each section before it ranks references, done once per nest of boxes.
+
+pyKLIP smooths every frame's section *box* (``gaussian_filter``, reflected at the box's edges,
+NaNs spreading over the kernel's support) and keeps the section's pixels. The boxes of sections
+nest: the annuli of one subsection share the corner at the star, so each box lies inside the
+outermost one and shares two of its edges. A pixel farther than the kernel's radius from every
+edge its box does *not* share with the enclosing box sees the same pixels, reflected the same
+way, in both boxes, so the enclosing box's smoothing gives it bit for bit. Only the pixels near
+the other edges need their own box, and for them a strip two radii deep along that edge is
+enough. At the standard size this smooths about half the pixels that smoothing every box does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from cruncher.psfsub.fast.sections import Section, copy_columns, runs
+from cruncher.xp import ndimage_module
+
+#: Frames smoothed at a time: bounds the temporary box stacks.
+SMOOTH_CHUNK = 128
+#: scipy's default ``truncate`` of ``gaussian_filter``, which pyKLIP uses.
+TRUNCATE = 4.0
+
+Box = tuple[int, int, int, int]      # ymin, ymax, xmin, xmax (inclusive)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Pixels of a section smoothed within ``box``: positions in the section (``into``) and flat
+    indices in the box (``take``)."""
+
+    box: Box
+    into: np.ndarray
+    take: np.ndarray
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to smooth one section: ``shared`` takes pixels from the smoothing of ``parent`` (an
+    enclosing box), ``own`` are strips of the section's own box."""
+
+    parent: Box
+    shared: Piece | None
+    own: tuple[Piece, ...]
+
+
+def radius(sigma: float, truncate: float = TRUNCATE) -> int:
+    """The kernel's half-width in pixels, as scipy computes it."""
+    return int(truncate * float(sigma) + 0.5)
+
+
+def _contains(outer: Box, inner: Box) -> bool:
+    return outer[0] <= inner[0] and outer[1] >= inner[1] and outer[2] <= inner[2] \
+        and outer[3] >= inner[3]
+
+
+def _area(box: Box) -> int:
+    return (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
+
+
+def _flat(ys, xs, box: Box) -> np.ndarray:
+    return (ys - box[0]) * (box[3] - box[2] + 1) + (xs - box[2])
+
+
+def plan_section(section: Section, boxes: list[Box], r: int) -> Plan:
+    """The :class:`Plan` of ``section`` given every section's box and the kernel radius ``r``."""
+    box = section.box
+    parent = max((b for b in boxes if _contains(b, box)), key=_area)
+    ys, xs = np.divmod(section.pixels, section.width)
+    y0, y1, x0, x1 = box
+    # for each edge the parent does not share: the strip along it and the pixels it must give
+    edges = [(y0 != parent[0], ys - y0 < r, (y0, min(y1, y0 + 2 * r - 1), x0, x1)),
+             (y1 != parent[1], y1 - ys < r, (max(y0, y1 - 2 * r + 1), y1, x0, x1)),
+             (x0 != parent[2], xs - x0 < r, (y0, y1, x0, min(x1, x0 + 2 * r - 1))),
+             (x1 != parent[3], x1 - xs < r, (y0, y1, max(x0, x1 - 2 * r + 1), x1))]
+    edges = [(near, strip) for differs, near, strip in edges if differs]
+    if sum(_area(strip) for _, strip in edges) >= _area(box):
+        # strips would cost more than the box itself
+        edges, parent = [], box
+    left = np.ones(section.pixels.size, bool)
+    own = []
+    for near, strip in edges:
+        mine = np.flatnonzero(near & left)
+        left[mine] = False
+        if mine.size:
+            own.append(Piece(strip, mine, _flat(ys[mine], xs[mine], strip)))
+    rest = np.flatnonzero(left)
+    shared = Piece(parent, rest, _flat(ys[rest], xs[rest], parent)) if rest.size else None
+    return Plan(parent, shared, tuple(own))
+
+
+class Smoother:
+    """Smoothed section pixels of every frame, as pyKLIP computes them for its ranking.
+
+    Ask for sections grouped by :attr:`Plan.parent` (:meth:`order`): the last parent box's
+    smoothing is kept (only at the pixels its sections take from it) until another is needed.
+    """
+
+    def __init__(self, aligned, parts: list[Section], sigma: float, xp: ModuleType = np):
+        self.aligned, self.sigma, self.xp = aligned, float(sigma), xp
+        boxes = [s.box for s in parts]
+        self.plans = [plan_section(s, boxes, radius(sigma)) for s in parts]
+        # per parent: the flat box pixels its sections take, and each section's runs into them
+        self._columns: dict[Box, np.ndarray] = {}
+        for plan in self.plans:
+            if plan.shared is not None:
+                self._columns[plan.parent] = np.union1d(
+                    self._columns.get(plan.parent, np.empty(0, np.int64)), plan.shared.take)
+        self._shared_runs = [None if p.shared is None else runs(
+            np.searchsorted(self._columns[p.parent], p.shared.take), p.shared.into)
+            for p in self.plans]
+        self._cached: tuple[Box, object] | None = None
+
+    def order(self) -> list[int]:
+        """Section indices grouped by parent box (each parent is smoothed once)."""
+        return sorted(range(len(self.plans)), key=lambda i: self.plans[i].parent)
+
+    def section(self, index: int, section: Section):
+        """(F, p) float64: the section's smoothed pixels, NaN -> 0."""
+        plan, xp = self.plans[index], self.xp
+        out = xp.empty((len(self.aligned), section.pixels.size), xp.float64)
+        if plan.shared is not None:
+            copy_columns(out, self._parent(plan.parent), self._shared_runs[index])
+        for piece in plan.own:
+            self._smooth_into(out, piece.box, runs(piece.take, piece.into))
+        out[xp.isnan(out)] = 0
+        return out
+
+    def _parent(self, box: Box):
+        """(F, n) float32: the parent's smoothing at the flat box pixels its sections take."""
+        if self._cached is None or self._cached[0] != box:
+            self._cached = None     # release the previous parent first
+            columns = self._columns[box]
+            values = self.xp.empty((len(self.aligned), columns.size), self.xp.float32)
+            self._smooth_into(values, box, runs(columns))
+            self._cached = (box, values)
+        return self._cached[1]
+
+    def _smooth_into(self, out, box: Box, column_runs: np.ndarray) -> None:
+        """Every frame's box smoothed as pyKLIP does, copied into ``out`` by ``column_runs`` (of
+        flat box pixels)."""
+        y0, y1, x0, x1 = box
+        gaussian = ndimage_module(self.xp).gaussian_filter
+        for lo in range(0, len(self.aligned), SMOOTH_CHUNK):
+            boxes = gaussian(self.aligned[lo:lo + SMOOTH_CHUNK, y0:y1 + 1, x0:x1 + 1],
+                             (0, self.sigma, self.sigma))
+            copy_columns(out[lo:lo + SMOOTH_CHUNK], boxes.reshape(len(boxes), -1), column_runs)
