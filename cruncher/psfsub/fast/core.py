@@ -120,19 +120,31 @@ def finite_somewhere(aligned, xp: ModuleType = np, chunk: int = 64):
     return out
 
 
+#: Frames centred at a time (float64) when correlating smoothed sections.
+CORRELATE_CHUNK = 256
+
+
 def _correlations(smooth, cov, sci_index, settings: Settings, xp: ModuleType):
     """(n_sci, F) correlation of each science frame with every frame, as pyKLIP ranks them: of
-    the smoothed section pixels ``smooth`` (F, p) with ``corr_smooth``, else of the covariance."""
+    the smoothed section pixels ``smooth`` (F, p; float32, centred here in float64 as numpy's
+    ``corrcoef`` does, a chunk of frames at a time) with ``corr_smooth``, else of the covariance."""
+    sci = xp.asarray(sci_index)
     if settings.corr_smooth > 0:
-        smooth -= smooth.mean(axis=1, keepdims=True)
-        norm = xp.sqrt(xp.einsum("ij,ij->i", smooth, smooth))
+        means = smooth.mean(axis=1, dtype=xp.float64, keepdims=True)
+        science = smooth[sci] - means[sci]
+        corr = xp.empty((len(sci_index), len(smooth)), xp.float64)
+        norm = xp.empty(len(smooth), xp.float64)
+        for lo in range(0, len(smooth), CORRELATE_CHUNK):
+            part = smooth[lo:lo + CORRELATE_CHUNK] - means[lo:lo + CORRELATE_CHUNK]
+            corr[:, lo:lo + CORRELATE_CHUNK] = science @ part.T
+            norm[lo:lo + CORRELATE_CHUNK] = xp.sqrt(xp.einsum("ij,ij->i", part, part))
         with np.errstate(divide="ignore", invalid="ignore"):
-            corr = (smooth[xp.asarray(sci_index)] @ smooth.T) / norm[xp.asarray(sci_index)][:, None]
+            corr /= norm[sci][:, None]
             corr /= norm[None, :]
     else:
         sd = xp.sqrt(xp.diag(cov))
         with np.errstate(divide="ignore", invalid="ignore"):
-            corr = cov[xp.asarray(sci_index)] / sd[xp.asarray(sci_index)][:, None] / sd[None, :]
+            corr = cov[sci] / sd[sci][:, None] / sd[None, :]
     corr[xp.isnan(corr)] = 0
     return corr
 

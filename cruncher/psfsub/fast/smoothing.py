@@ -95,8 +95,9 @@ def plan_section(section: Section, boxes: list[Box], r: int) -> Plan:
 class Smoother:
     """Smoothed section pixels of every frame, as pyKLIP computes them for its ranking.
 
-    Ask for sections grouped by :attr:`Plan.parent` (:meth:`order`): the last parent box's
-    smoothing is kept (only at the pixels its sections take from it) until another is needed.
+    Ask for sections grouped by :attr:`Plan.parent` (:meth:`order`): a parent box's smoothing is
+    kept (only at the pixels its sections take from it) until its last section has taken its
+    pixels, or another parent is needed.
     """
 
     def __init__(self, aligned, parts: list[Section], sigma: float, xp: ModuleType = np):
@@ -112,6 +113,8 @@ class Smoother:
         self._shared_runs = [None if p.shared is None else runs(
             np.searchsorted(self._columns[p.parent], p.shared.take), p.shared.into)
             for p in self.plans]
+        self._uses = {box: sum(1 for p in self.plans if p.parent == box and p.shared is not None)
+                      for box in self._columns}
         self._cached: tuple[Box, object] | None = None
 
     def order(self) -> list[int]:
@@ -119,22 +122,26 @@ class Smoother:
         return sorted(range(len(self.plans)), key=lambda i: self.plans[i].parent)
 
     def section(self, index: int, section: Section):
-        """(F, p) float64: the section's smoothed pixels, NaN -> 0."""
+        """(F, p), of the frames' dtype (scipy's output dtype): the section's smoothed pixels,
+        NaN -> 0."""
         plan, xp = self.plans[index], self.xp
-        out = xp.empty((len(self.aligned), section.pixels.size), xp.float64)
+        out = xp.empty((len(self.aligned), section.pixels.size), self.aligned.dtype)
         if plan.shared is not None:
             copy_columns(out, self._parent(plan.parent), self._shared_runs[index])
+            self._uses[plan.parent] -= 1
+            if self._uses[plan.parent] <= 0:
+                self._cached = None
         for piece in plan.own:
             self._smooth_into(out, piece.box, runs(piece.take, piece.into))
         out[xp.isnan(out)] = 0
         return out
 
     def _parent(self, box: Box):
-        """(F, n) float32: the parent's smoothing at the flat box pixels its sections take."""
+        """(F, n): the parent's smoothing at the flat box pixels its sections take."""
         if self._cached is None or self._cached[0] != box:
             self._cached = None     # release the previous parent first
             columns = self._columns[box]
-            values = self.xp.empty((len(self.aligned), columns.size), self.xp.float32)
+            values = self.xp.empty((len(self.aligned), columns.size), self.aligned.dtype)
             self._smooth_into(values, box, runs(columns))
             self._cached = (box, values)
         return self._cached[1]
