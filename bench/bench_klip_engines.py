@@ -24,7 +24,7 @@ from common import save  # noqa: E402
 
 
 def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int = 300,
-                  cutoffs: int = 5) -> dict:
+                  cutoffs: int = 5, band: int = 44) -> dict:
     """Floating-point operations of one general reduction (ADI+SDI, 9 log annuli x 4 sections),
     counted as the fast engine does the work.
 
@@ -32,9 +32,9 @@ def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int 
     ``frames^2 x pixels``), the science frames' correlations, per science frame and section the
     300 x 300 tridiagonal reduction (``4/3 n^3``) and the model's weights carried to and from its
     basis (``2 n^2`` per column, one column per cutoff and one for the science frame; the
-    tridiagonal eigenproblem itself is ``O(n^2)``), and the projections; ``resampling_dense``: what
-    the engine also spends aligning frames with dense (rather than banded) matrix products, in
-    float32.
+    tridiagonal eigenproblem itself is ``O(n^2)``), and the projections; ``resampling``: what the
+    engine also spends aligning frames, in float32, with its blocked products (each block of output
+    rows reads about ``band`` source rows: 44 on average at the standard size).
     """
     from cruncher.psfsub.fast.sections import sections
 
@@ -48,7 +48,7 @@ def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int 
     return {"pixels_per_wavelength": pixels, "covariance": covariance, "correlation": correlation,
             "eigen": eigen, "projection": projection,
             "algorithm": covariance + correlation + eigen + projection,
-            "resampling_dense": frames * wavelengths * 4 * size ** 3}
+            "resampling": frames * wavelengths * 4 * size ** 2 * band}
 
 
 def field_radius(inputs: list[str]) -> float:
