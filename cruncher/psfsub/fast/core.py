@@ -82,7 +82,7 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     centred[nanpix] = 0
     cov = centred @ centred.T / (p - 1)
     if settings.corr_smooth > 0 and smoothed is None:
-        smoothed = Smoother(aligned, [section], 1.0, xp).section(0, section)
+        smoothed = Smoother(aligned, [section], xp).section(0)
     corr = _correlations(smoothed, cov, sci_index, settings, xp)
     moves = movement(section.radius, frames.parangs[sci_index], frames.parangs,
                      frames.wvs[sci_index], frames.wvs)

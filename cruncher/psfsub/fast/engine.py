@@ -147,14 +147,13 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
     n_cut = len(task.settings.numbasis)
     out = xp.full((len(sci), n_cut, ny * nx), xp.nan, xp.float32)
     somewhere = finite_somewhere(aligned, xp)
-    smoother = Smoother(aligned, parts, 1.0, xp)
+    smoother = Smoother(aligned, parts, xp)
     for index in smoother.order():
-        section = parts[index]
-        smoothed = smoother.section(index, section) if task.settings.corr_smooth > 0 else None
-        residual = klip_section(aligned, sci, section, frames, task.settings, wv_index, xp,
+        smoothed = smoother.section(index) if task.settings.corr_smooth > 0 else None
+        residual = klip_section(aligned, sci, parts[index], frames, task.settings, wv_index, xp,
                                 somewhere, smoothed)
         if residual is not None:
-            out[:, :, xp.asarray(section.pixels)] = residual
+            out[:, :, xp.asarray(parts[index].pixels)] = residual
     del aligned
     # pyKLIP blanks the pixels that were NaN in each science frame's *input*
     input_nan = xp.asarray(task.nanmask[members[sci]].reshape(len(sci), -1))

@@ -123,7 +123,8 @@ def _spread_nan(nanmask, lo_y, hi_y, lo_x, hi_x, xp: ModuleType):
     return both.transpose(0, 2, 1)
 
 
-def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType = np):
+def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType = np,
+                    block: int = BLOCK):
     """Frames (B, Y, X) moved from ``centers`` (B, 2) to ``new_center`` and scaled by ``scales``.
 
     pyKLIP's ``klip.align_and_scale(img, new_center, old_center, scale)``: the source coordinate of
@@ -133,8 +134,8 @@ def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType
     inv = 1.0 / np.asarray(scales, np.float64)[:, None]
     xs = (np.arange(nx)[None, :] - new_center[0]) * inv + np.asarray(centers)[:, 0:1]
     ys = (np.arange(ny)[None, :] - new_center[1]) * inv + np.asarray(centers)[:, 1:2]
-    bands_x, lo_x, hi_x, outx = axis_operators(xs, nx)
-    bands_y, lo_y, hi_y, outy = axis_operators(ys, ny)
+    bands_x, lo_x, hi_x, outx = axis_operators(xs, nx, block)
+    bands_y, lo_y, hi_y, outy = axis_operators(ys, ny, block)
     lo_x, hi_x, outx, lo_y, hi_y, outy = (xp.asarray(a) for a in (lo_x, hi_x, outx, lo_y, hi_y,
                                                                   outy))
     across = xp.zeros((batch, ny, nx), xp.float32)

@@ -28,21 +28,9 @@ class Section:
         return 0.5 * (self.rad[0] + self.rad[1])
 
     @cached_property
-    def box_pixels(self) -> np.ndarray:
-        """The pixels as flat indices into the section's box."""
-        y0, y1, x0, x1 = self.box
-        ys, xs = np.divmod(self.pixels, self.width)
-        return (ys - y0) * (x1 - x0 + 1) + (xs - x0)
-
-    @cached_property
     def pixel_runs(self) -> np.ndarray:
         """:func:`runs` of the pixels in the image."""
         return runs(self.pixels)
-
-    @cached_property
-    def box_runs(self) -> np.ndarray:
-        """:func:`runs` of the pixels in the section's box."""
-        return runs(self.box_pixels)
 
 
 def outer_working_angle(image: np.ndarray, center) -> float:

@@ -23,6 +23,8 @@ from cruncher.xp import ndimage_module
 SMOOTH_CHUNK = 128
 #: scipy's default ``truncate`` of ``gaussian_filter``, which pyKLIP uses.
 TRUNCATE = 4.0
+#: The Gaussian's sigma (pixels): pyKLIP smooths with 1 whatever ``corr_smooth`` is (> 0).
+SIGMA = 1.0
 
 Box = tuple[int, int, int, int]      # ymin, ymax, xmin, xmax (inclusive)
 
@@ -100,8 +102,8 @@ class Smoother:
     pixels, or another parent is needed.
     """
 
-    def __init__(self, aligned, parts: list[Section], sigma: float, xp: ModuleType = np):
-        self.aligned, self.sigma, self.xp = aligned, float(sigma), xp
+    def __init__(self, aligned, parts: list[Section], xp: ModuleType = np, sigma: float = SIGMA):
+        self.aligned, self.parts, self.sigma, self.xp = aligned, parts, float(sigma), xp
         boxes = [s.box for s in parts]
         self.plans = [plan_section(s, boxes, radius(sigma)) for s in parts]
         # per parent: the flat box pixels its sections take, and each section's runs into them
@@ -121,11 +123,11 @@ class Smoother:
         """Section indices grouped by parent box (each parent is smoothed once)."""
         return sorted(range(len(self.plans)), key=lambda i: self.plans[i].parent)
 
-    def section(self, index: int, section: Section):
+    def section(self, index: int):
         """(F, p), of the frames' dtype (scipy's output dtype): the section's smoothed pixels,
         NaN -> 0."""
         plan, xp = self.plans[index], self.xp
-        out = xp.empty((len(self.aligned), section.pixels.size), self.aligned.dtype)
+        out = xp.empty((len(self.aligned), self.parts[index].pixels.size), self.aligned.dtype)
         if plan.shared is not None:
             copy_columns(out, self._parent(plan.parent), self._shared_runs[index])
             self._uses[plan.parent] -= 1
