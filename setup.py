@@ -16,6 +16,7 @@ def _version() -> str:
 CORE = [
     "numpy>=1.26",
     "scipy>=1.11",
+    "numba>=0.60",
     "astropy>=6.0",
     "pyklip>=2.7",
     "websockets>=15",

@@ -111,6 +111,88 @@ def test_top_tridiagonal_pairs_of_a_split_matrix_with_repeated_eigenvalues():
     assert np.allclose(vectors.T @ vectors, np.eye(5), atol=1e-10)
 
 
+def graded_tridiagonal(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A tridiagonal matrix of a covariance like KLIP's: one eigenvalue ~1e5 times the 50th,
+    a graded tail, a rank-deficient end (eigenvalues near zero)."""
+    from scipy.linalg import lapack
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([[1e7], 1e3 * np.exp(-np.arange(n - 1) / 25.0)])
+    tail = n // 3
+    if tail:
+        values[n - tail:] = 1e-9 * rng.standard_normal(tail)
+    basis, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    matrix = (basis * values) @ basis.T
+    _, diag, off, _, info = lapack.dsytrd(np.asfortranarray((matrix + matrix.T) / 2), lower=1)
+    assert info == 0
+    return diag, off
+
+
+@pytest.mark.parametrize("n, k, seed", [(300, 50, 0), (300, 1, 1), (40, 25, 2), (2, 2, 3),
+                                        (120, 50, 4)])
+def test_compiled_tridiagonal_pairs_are_lapacks(n, k, seed):
+    """Bisection and inverse iteration (numba) against LAPACK's stemr on graded spectra: the same
+    eigenvalues to rounding of the largest, and the same projectors onto the top vectors."""
+    from scipy.linalg import eigh_tridiagonal
+
+    from cruncher.psfsub.fast import tridiagonal
+
+    diag, off = graded_tridiagonal(n, seed)
+    found = tridiagonal.top_pairs(diag, off, k)
+    assert found is not None, "the checks refused a well-separated spectrum"
+    values, vectors = found
+    want_values, want_vectors = eigh_tridiagonal(diag, off, select="i",
+                                                 select_range=(n - k, n - 1))
+    want_values, want_vectors = want_values[::-1], want_vectors[:, ::-1]
+    norm = np.abs(want_values).max()
+    assert np.allclose(values, want_values, rtol=0, atol=1e-13 * norm)
+    for cutoff in sorted({1, min(10, k), k}):
+        # a projector is defined where the cutoff falls in a gap, which a graded spectrum has
+        ours = vectors[:, :cutoff] @ vectors[:, :cutoff].T
+        theirs = want_vectors[:, :cutoff] @ want_vectors[:, :cutoff].T
+        assert np.abs(ours - theirs).max() < 1e-9
+
+
+def test_compiled_tridiagonal_eigenvalues_are_relatively_accurate():
+    """Where frames are zero-filled, a covariance's 50th eigenvalue may be 1e-12 of its first and
+    the weights divide by it: bisection must find it to relative, not |T|-absolute, accuracy. A
+    scaled diagonally dominant matrix determines its eigenvalues to that accuracy."""
+    from scipy.linalg import eigh_tridiagonal
+
+    from cruncher.psfsub.fast import tridiagonal
+
+    n = 60
+    diag = 10.0 ** (-np.arange(n) / 4.0)
+    off = 0.1 * np.sqrt(diag[:-1] * diag[1:])
+    values, _ = tridiagonal.top_pairs(diag, off, 50)
+    want = eigh_tridiagonal(diag, off, eigvals_only=True, lapack_driver="stemr")[::-1][:50]
+    assert want[-1] < 1e-11 * want[0]
+    assert np.allclose(values, want, rtol=1e-12, atol=0)
+
+
+def test_compiled_tridiagonal_pairs_refuse_a_repeated_eigenvalue():
+    """Without reorthogonalisation two equal eigenvalues would get the same vector: the check
+    refuses them (and :func:`top_tridiagonal_pairs` falls back to LAPACK)."""
+    from cruncher.psfsub.fast import tridiagonal
+    from cruncher.psfsub.fast.weights import top_tridiagonal_pairs
+
+    diag = np.array([5.0, 3.0, 5.0, 1.0])
+    assert tridiagonal.top_pairs(diag, np.zeros(3), 2) is None
+    # coupled, the two fives split by 2.5e-7: no longer equal, and accepted
+    off = np.array([0.0, 0.0, 1e-3])
+    values, vectors = tridiagonal.top_pairs(diag, off, 2)
+    matrix = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
+    assert np.allclose(values, np.linalg.eigvalsh(matrix)[::-1][:2], rtol=0, atol=1e-14)
+    assert np.allclose(matrix @ vectors, vectors * values, atol=1e-12)
+    # every eigenpair of a rank-deficient matrix: its near-zero cluster is refused, LAPACK serves
+    diag, off = graded_tridiagonal(40, 2)
+    assert tridiagonal.top_pairs(diag, off, 40) is None
+    values, vectors = top_tridiagonal_pairs(diag, off, 40)
+    matrix = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
+    assert np.allclose(vectors.T @ vectors, np.eye(40), atol=1e-10)
+    assert np.allclose(matrix @ vectors, vectors * values, atol=1e-12 * np.abs(values).max())
+
+
 @pytest.mark.parametrize("annuli, subsections, center, shared", [
     (4, 4, (30.0, 30.0), True),       # quarter sectors: boxes nest and share two edges
     (3, 3, (27.4, 32.2), False),      # sectors off the axes: each box smoothed alone

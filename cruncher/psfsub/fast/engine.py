@@ -23,7 +23,7 @@ from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import resample
+from cruncher.psfsub.fast import resample, tridiagonal
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.sections import sections
 from cruncher.psfsub.fast.smoothing import Smoother
@@ -190,6 +190,8 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
             shape = task.coeffs.shape[1:]
             for frame in members[task.frames.wvs[members] == groups[0][2]]:
                 _rotation(_rotation_key(frame, center), shape, xp)
+        if xp is np:
+            tridiagonal.warm_up()
         if xp is not np or workers <= 1:
             for members, wv_index, ref_wv in groups:
                 yield wv_index, klip_wavelength(members, wv_index, ref_wv, xp)
