@@ -16,13 +16,14 @@ from types import ModuleType
 
 import numpy as np
 
+from cruncher.psfsub.fast import gaussian
 from cruncher.psfsub.fast.sections import Section, copy_columns, runs
 from cruncher.xp import ndimage_module
 
 #: Frames smoothed at a time: bounds the temporary box stacks.
 SMOOTH_CHUNK = 128
 #: scipy's default ``truncate`` of ``gaussian_filter``, which pyKLIP uses.
-TRUNCATE = 4.0
+TRUNCATE = gaussian.TRUNCATE
 #: The Gaussian's sigma (pixels): pyKLIP smooths with 1 whatever ``corr_smooth`` is (> 0).
 SIGMA = 1.0
 
@@ -134,7 +135,7 @@ class Smoother:
             if self._uses[plan.parent] <= 0:
                 self._cached = None
         for piece in plan.own:
-            self._smooth_into(out, piece.box, runs(piece.take, piece.into))
+            self._smooth_into(out, piece.box, piece.take, piece.into)
         out[xp.isnan(out)] = 0
         return out
 
@@ -144,16 +145,20 @@ class Smoother:
             self._cached = None     # release the previous parent first
             columns = self._columns[box]
             values = self.xp.empty((len(self.aligned), columns.size), self.aligned.dtype)
-            self._smooth_into(values, box, runs(columns))
+            self._smooth_into(values, box, columns, np.arange(columns.size))
             self._cached = (box, values)
         return self._cached[1]
 
-    def _smooth_into(self, out, box: Box, column_runs: np.ndarray) -> None:
-        """Every frame's box smoothed as pyKLIP does, copied into ``out`` by ``column_runs`` (of
-        flat box pixels)."""
+    def _smooth_into(self, out, box: Box, take: np.ndarray, into: np.ndarray) -> None:
+        """``out[:, into]``: every frame's box smoothed as pyKLIP does, at flat box pixels
+        ``take``."""
+        if self.xp is np and gaussian.available() and self.aligned.dtype == np.float32:
+            gaussian.smooth_into(out, self.aligned, box, self.sigma, take, into)
+            return
         y0, y1, x0, x1 = box
-        gaussian = ndimage_module(self.xp).gaussian_filter
+        column_runs = runs(take, into)
+        smooth = ndimage_module(self.xp).gaussian_filter
         for lo in range(0, len(self.aligned), SMOOTH_CHUNK):
-            boxes = gaussian(self.aligned[lo:lo + SMOOTH_CHUNK, y0:y1 + 1, x0:x1 + 1],
-                             (0, self.sigma, self.sigma))
+            boxes = smooth(self.aligned[lo:lo + SMOOTH_CHUNK, y0:y1 + 1, x0:x1 + 1],
+                           (0, self.sigma, self.sigma))
             copy_columns(out[lo:lo + SMOOTH_CHUNK], boxes.reshape(len(boxes), -1), column_runs)
