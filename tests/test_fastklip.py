@@ -31,13 +31,17 @@ def assert_same(ours, theirs, tolerance):
     assert np.nanmax(np.abs(ours - theirs)) <= tolerance * np.nanstd(theirs)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "banded products"])
 @pytest.mark.parametrize("centers, scales, block", [
     ([[30.3, 29.6], [29.9, 30.4], [30.6, 30.1]], [1.0, 1.12, 0.87], resample.BLOCK),
     # far off-centre and strongly scaled: whole blocks of the output fall outside the source
     ([[5.2, 55.7], [58.1, 3.4], [30.0, 30.0]], [0.45, 0.3, 2.6], 8),
 ])
-def test_align_and_scale_is_pyklips(centers, scales, block):
+def test_align_and_scale_is_pyklips(centers, scales, block, compiled, monkeypatch):
+    """Both ways of aligning (the compiled loop, and the banded products cupy uses)."""
     from pyklip.klip import align_and_scale
+
+    monkeypatch.setattr(resample, "available", lambda: compiled)
 
     images = field()
     centers, scales = np.array(centers), np.array(scales, np.float32)
@@ -240,6 +244,41 @@ def test_compiled_smoothing_is_scipys_bit_for_bit(box, sigma):
         want = ndimage.gaussian_filter(frame[y0:y1 + 1, x0:x1 + 1], sigma).ravel()[take]
         np.testing.assert_array_equal(row[2:], want)
         assert np.all(row[:2] == -1)
+
+
+def test_a_wavelength_shared_among_workers_gives_what_one_process_gives():
+    """With an odd number of wavelengths and two workers, the last wavelength's sections are
+    split between the workers and put together again: the sums are bit for bit those of one
+    process doing every wavelength whole."""
+    from scipy import ndimage
+
+    from cruncher.psfsub.fast import engine
+    from cruncher.psfsub.fast.core import Frames, Settings
+
+    rng = np.random.default_rng(11)
+    exposures, wavelengths, size = 4, 3, 41
+    images = ndimage.gaussian_filter(rng.standard_normal((exposures * wavelengths, size, size)),
+                                     (0, 2, 2)).astype(np.float32)
+    y, x = np.indices((size, size))
+    images[:, np.hypot(x - 20, y - 20) > 19] = np.nan
+    wvs = np.tile(np.array([1.5, 1.6, 1.7], np.float32), exposures)
+    coeffs, nanmask = engine._coefficients(images)
+    task = engine.Task(
+        coeffs=coeffs, nanmask=nanmask, centers=np.full((len(images), 2), 20.0),
+        frames=Frames(np.repeat(np.arange(exposures) * 15.0, wavelengths).astype(np.float32), wvs,
+                      np.repeat(np.arange(exposures), wavelengths).astype(np.float32)),
+        settings=Settings(mode="ADI+SDI", numbasis=np.array([1, 3]), maxnumbasis=6, minmove=1.0),
+        iwa=3.0, owa=None, annuli=2, subsections=2, spacing="constant", flipx=False,
+        out_center=(20, 20))
+    groups = [(np.arange(len(images)), i, wv) for i, wv in enumerate(np.unique(wvs))]
+    assert [job[3] for job in engine.schedule(groups, 2)] == [None, None, (0, 2), (1, 2)]
+    serial = dict(engine.run_all(task, groups, 1))
+    shared = dict(engine.run_all(task, groups, 2))
+    assert sorted(shared) == [0, 1, 2]
+    for index, (total, count) in serial.items():
+        assert count.sum() > 0
+        np.testing.assert_array_equal(shared[index][0], total)
+        np.testing.assert_array_equal(shared[index][1], count)
 
 
 def test_a_section_of_under_five_pixels_gets_no_references():

@@ -23,7 +23,7 @@ from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import resample, tridiagonal
+from cruncher.psfsub.fast import gaussian, resample, tridiagonal
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.sections import sections
 from cruncher.psfsub.fast.smoothing import Smoother
@@ -124,11 +124,48 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
     """KLIP at one wavelength of the frames ``members`` (all frames for SDI, one wavelength's for
     ADI); returns the derotated residuals summed over science frames and their counts, both
     (n_cutoffs, Y, X)."""
+    return _collapse(*klip_sections(members, wv_index, ref_wv, xp), members, xp)
+
+
+def klip_sections(members: np.ndarray, wv_index: int, ref_wv: float, xp: ModuleType = np,
+                  share: tuple[int, int] | None = None):
+    """The residuals of one wavelength's sections: ``([(pixels, residuals (n_sci, n_cutoffs,
+    pixels)), ...], science rows, centre)``. ``share = (k, n)`` takes only the sections of every
+    n-th parent box from the k-th (so that the last wavelength can be shared among workers; a
+    parent's sections share their smoothing)."""
     task = _TASK
     members = np.asarray(members)
-    f, ny, nx = len(members), *task.coeffs.shape[1:]
     centers = task.centers[members]
     center = centers.mean(axis=0)
+    aligned = _aligned(members, ref_wv, center, xp)
+    frames = Frames(task.frames.parangs[members], task.frames.wvs[members],
+                    task.frames.filenums[members])
+    sci = np.flatnonzero(frames.wvs == ref_wv)
+    first = np.where(task.nanmask[members[0]], np.nan, 0.0)
+    parts = sections(aligned.shape[1:], center, task.iwa, task.owa, task.annuli,
+                     task.subsections, task.spacing, first, centers[0])
+    somewhere = finite_somewhere(aligned, xp)
+    smoother = Smoother(aligned, parts, xp)
+    order = smoother.order()
+    if share is not None:
+        parents = sorted({smoother.plans[i].parent for i in order})[share[0]::share[1]]
+        order = [i for i in order if smoother.plans[i].parent in parents]
+    pieces = []
+    for index in order:
+        smoothed = smoother.section(index) if task.settings.corr_smooth > 0 else None
+        residual = klip_section(aligned, sci, parts[index], frames, task.settings, wv_index, xp,
+                                somewhere, smoothed)
+        if residual is not None:
+            pieces.append((parts[index].pixels, residual))
+    return pieces, sci, center
+
+
+def _aligned(members: np.ndarray, ref_wv: float, center, xp: ModuleType):
+    """(F, Y, X) float32: every frame of ``members`` aligned to ``center`` and scaled to
+    ``ref_wv``, a batch at a time."""
+    task = _TASK
+    f, ny, nx = len(members), *task.coeffs.shape[1:]
+    centers = task.centers[members]
     aligned = xp.empty((f, ny, nx), xp.float32)
     scales = ref_wv / task.frames.wvs[members]
     contiguous = bool(np.all(np.diff(members) == 1))
@@ -138,23 +175,18 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
         aligned[lo:lo + len(part)] = resample.align_and_scale(
             xp.asarray(task.coeffs[pick]), xp.asarray(task.nanmask[pick]), centers[lo:lo + BATCH],
             scales[lo:lo + BATCH], center, xp)
-    frames = Frames(task.frames.parangs[members], task.frames.wvs[members],
-                    task.frames.filenums[members])
-    sci = np.flatnonzero(frames.wvs == ref_wv)
-    first = np.where(task.nanmask[members[0]], np.nan, 0.0)
-    parts = sections((ny, nx), center, task.iwa, task.owa, task.annuli, task.subsections,
-                     task.spacing, first, centers[0])
+    return aligned
+
+
+def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleType):
+    """The sections' residuals put together, blanked where pyKLIP blanks them, derotated and
+    summed over science frames: (total, count), both (n_cutoffs, Y, X)."""
+    task = _TASK
+    ny, nx = task.coeffs.shape[1:]
     n_cut = len(task.settings.numbasis)
     out = xp.full((len(sci), n_cut, ny * nx), xp.nan, xp.float32)
-    somewhere = finite_somewhere(aligned, xp)
-    smoother = Smoother(aligned, parts, xp)
-    for index in smoother.order():
-        smoothed = smoother.section(index) if task.settings.corr_smooth > 0 else None
-        residual = klip_section(aligned, sci, parts[index], frames, task.settings, wv_index, xp,
-                                somewhere, smoothed)
-        if residual is not None:
-            out[:, :, xp.asarray(parts[index].pixels)] = residual
-    del aligned
+    for pixels, residual in pieces:
+        out[:, :, xp.asarray(pixels)] = xp.asarray(residual)
     # pyKLIP blanks the pixels that were NaN in each science frame's *input*
     input_nan = xp.asarray(task.nanmask[members[sci]].reshape(len(sci), -1))
     out[xp.broadcast_to(input_nan[:, None, :], out.shape)] = xp.nan
@@ -170,9 +202,24 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
     return to_numpy(total), to_numpy(count)
 
 
-def _worker(args):
-    members, wv_index, ref_wv = args
-    return wv_index, klip_wavelength(members, wv_index, ref_wv)
+def _worker(job):
+    members, wv_index, ref_wv, share = job
+    if share is None:
+        return wv_index, share, klip_wavelength(members, wv_index, ref_wv)
+    return wv_index, share, klip_sections(members, wv_index, ref_wv, np, share)
+
+
+def schedule(groups: list[tuple[np.ndarray, int, float]], workers: int) -> list[tuple]:
+    """Jobs ``(members, wv_index, ref_wv, share)`` for the workers: one per wavelength, except
+    that the wavelengths left over after the last full round are each shared among the workers
+    (``share = (k, n)``), so that no worker idles through a whole wavelength at the end."""
+    left_over = len(groups) % workers if workers > 1 else 0
+    whole = [(*group, None) for group in groups[:len(groups) - left_over]]
+    if not left_over:
+        return whole
+    n = max(2, workers // left_over)
+    return whole + [(*group, (k, n)) for group in groups[len(groups) - left_over:]
+                    for k in range(n)]
 
 
 def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: int,
@@ -191,17 +238,35 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
             for frame in members[task.frames.wvs[members] == groups[0][2]]:
                 _rotation(_rotation_key(frame, center), shape, xp)
         if xp is np:
-            tridiagonal.warm_up()
+            for module in (resample, gaussian, tridiagonal):
+                module.warm_up()
         if xp is not np or workers <= 1:
             for members, wv_index, ref_wv in groups:
                 yield wv_index, klip_wavelength(members, wv_index, ref_wv, xp)
             return
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers, maxtasksperchild=None) as pool:
-            yield from pool.imap_unordered(_worker, groups)
+        yield from _in_workers(groups, workers)
     finally:
         _TASK = None
         _ROTATIONS.clear()
+
+
+def _in_workers(groups, workers: int):
+    """:func:`run_all` in forked worker processes; a shared wavelength's sections are put
+    together, derotated and summed here once all its shares are in."""
+    members_of = {wv_index: members for members, wv_index, _ in groups}
+    shares: dict[int, list] = {}
+    context = multiprocessing.get_context("fork")
+    with context.Pool(workers, maxtasksperchild=None) as pool:
+        for wv_index, share, result in pool.imap_unordered(_worker, schedule(groups, workers)):
+            if share is None:
+                yield wv_index, result
+                continue
+            shares.setdefault(wv_index, []).append(result)
+            if len(shares[wv_index]) == share[1]:
+                done = shares.pop(wv_index)
+                pieces = [piece for pieces, _, _ in done for piece in pieces]
+                _, sci, center = done[0]
+                yield wv_index, _collapse(pieces, sci, center, members_of[wv_index], np)
 
 
 def methane_template(wvs: np.ndarray) -> np.ndarray:

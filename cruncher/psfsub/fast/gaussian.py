@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cruncher.psfsub.fast.tridiagonal import numba
+from cruncher.psfsub.fast.jit import available, compiled
 
 #: scipy's default ``truncate``.
 TRUNCATE = 4.0
@@ -27,10 +27,6 @@ def kernel(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
     x = np.arange(-radius, radius + 1)
     phi = np.exp(-0.5 / (float(sigma) * float(sigma)) * x ** 2)
     return (phi / phi.sum())[::-1]
-
-
-def available() -> bool:
-    return numba is not None
 
 
 def _reflect(i, n):
@@ -82,12 +78,10 @@ def _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, into):
             out[f, into[t]] = flat[take[t]]
 
 
-if numba is not None:
-    # no fastmath: scipy's rounding (no fused multiply-add, the same order of additions)
-    _jit = numba.njit(error_model="numpy", cache=True, nogil=True)
-    _reflect = _jit(_reflect)
-    _smooth_rows = _jit(_smooth_rows)
-    _smooth_boxes = _jit(_smooth_boxes)
+# no fast-math: scipy's rounding (no fused multiply-add, the same order of additions)
+_reflect = compiled(_reflect)
+_smooth_rows = compiled(_smooth_rows)
+_smooth_boxes = compiled(_smooth_boxes)
 
 
 def smooth_into(out: np.ndarray, frames: np.ndarray, box: tuple[int, int, int, int],
@@ -97,3 +91,11 @@ def smooth_into(out: np.ndarray, frames: np.ndarray, box: tuple[int, int, int, i
     y0, y1, x0, x1 = box
     _smooth_boxes(frames, y0, y1, x0, x1, kernel(sigma), np.asarray(take, np.int64), out,
                   np.asarray(into, np.int64))
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) before worker processes fork."""
+    if available():
+        frames = np.zeros((1, 6, 6), np.float32)
+        smooth_into(np.empty((1, 1), np.float32), frames, (0, 5, 0, 5), 1.0, np.zeros(1),
+                    np.zeros(1))

@@ -23,6 +23,7 @@ from types import ModuleType
 
 import numpy as np
 
+from cruncher.psfsub.fast.jit import available, compiled
 from cruncher.xp import ndimage_module, sparse_module
 
 
@@ -72,6 +73,19 @@ class Band:
     weights: np.ndarray
 
 
+def _tap_indices(coords, n):
+    """(B, m, 4) mirrored spline taps, (B, m, 4) weights (0 outside [0, n-1]), (B, m) floor and
+    ceil source pixels (clipped) of coordinates (B, m) on an axis of n pixels."""
+    floor = np.floor(coords)
+    outside = (coords < 0) | (coords > n - 1)
+    taps = mirror(floor.astype(np.int64)[..., None] - 1 + np.arange(4), n)
+    weights = cubic_weights(coords - floor)
+    weights[outside] = 0
+    lo = np.clip(floor, 0, n - 1).astype(np.int64)
+    hi = np.clip(np.ceil(coords), 0, n - 1).astype(np.int64)
+    return taps, weights, lo, hi, outside
+
+
 def axis_operators(coords: np.ndarray, n: int, block: int = BLOCK):
     """Banded 1-D interpolation operators for coordinates (B, m) on an axis of n, and pyKLIP's NaN
     test.
@@ -84,11 +98,7 @@ def axis_operators(coords: np.ndarray, n: int, block: int = BLOCK):
     """
     coords = np.asarray(coords, dtype=np.float64)
     batch, m = coords.shape
-    floor = np.floor(coords)
-    outside = (coords < 0) | (coords > n - 1)
-    taps = mirror(floor.astype(np.int64)[..., None] - 1 + np.arange(4), n)
-    weights = cubic_weights(coords - floor)
-    weights[outside] = 0
+    taps, weights, floor, ceil, outside = _tap_indices(coords, n)
     bands = []
     for start in range(0, m, block):
         stop = min(start + block, m)
@@ -103,9 +113,7 @@ def axis_operators(coords: np.ndarray, n: int, block: int = BLOCK):
                             minlength=batch * (stop - start) * width)
         bands.append(Band(start, stop, lo, hi, dense.reshape(batch, stop - start, width)
                           .astype(np.float32)))
-    lo = np.clip(floor, 0, n - 1).astype(np.int64)
-    hi = np.clip(np.ceil(coords), 0, n - 1).astype(np.int64)
-    return bands, lo, hi, outside
+    return bands, floor, ceil, outside
 
 
 def _or_rows(mask, lo, hi, xp: ModuleType):
@@ -134,6 +142,8 @@ def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType
     inv = 1.0 / np.asarray(scales, np.float64)[:, None]
     xs = (np.arange(nx)[None, :] - new_center[0]) * inv + np.asarray(centers)[:, 0:1]
     ys = (np.arange(ny)[None, :] - new_center[1]) * inv + np.asarray(centers)[:, 1:2]
+    if xp is np and available():
+        return _align_compiled(coeffs, nanmask, xs, ys)
     bands_x, lo_x, hi_x, outx = axis_operators(xs, nx, block)
     bands_y, lo_y, hi_y, outy = axis_operators(ys, ny, block)
     lo_x, hi_x, outx, lo_y, hi_y, outy = (xp.asarray(a) for a in (lo_x, hi_x, outx, lo_y, hi_y,
@@ -150,6 +160,61 @@ def align_and_scale(coeffs, nanmask, centers, scales, new_center, xp: ModuleType
     bad |= outy[:, :, None] | outx[:, None, :]
     out[bad] = xp.nan
     return out
+
+
+def _align_frames(coeffs, nanmask, taps_x, weights_x, lo_x, hi_x, out_x, taps_y, weights_y,
+                  lo_y, hi_y, out_y, out):
+    """Compiled :func:`align_and_scale`: per frame, the spline along x for every source row
+    (four gathered taps), then along y (four rows, summed along the row so that it vectorises),
+    in float64, and pyKLIP's NaN test."""
+    batch, ny, nx = coeffs.shape
+    across = np.empty((ny, nx), np.float64)
+    acc = np.empty(nx, np.float64)
+    bad_row = np.empty(nx, np.bool_)
+    for b in range(batch):
+        for r in range(ny):
+            row = coeffs[b, r]
+            for x in range(nx):
+                across[r, x] = (weights_x[b, x, 0] * row[taps_x[b, x, 0]]
+                                + weights_x[b, x, 1] * row[taps_x[b, x, 1]]
+                                + weights_x[b, x, 2] * row[taps_x[b, x, 2]]
+                                + weights_x[b, x, 3] * row[taps_x[b, x, 3]])
+        for y in range(ny):
+            if out_y[b, y]:
+                out[b, y, :] = np.nan
+                continue
+            for x in range(nx):
+                acc[x] = weights_y[b, y, 0] * across[taps_y[b, y, 0], x]
+            for t in range(1, 4):
+                w = weights_y[b, y, t]
+                source = across[taps_y[b, y, t]]
+                for x in range(nx):
+                    acc[x] += w * source[x]
+            mask_lo, mask_hi = nanmask[b, lo_y[b, y]], nanmask[b, hi_y[b, y]]
+            for x in range(nx):
+                bad_row[x] = mask_lo[x] or mask_hi[x]
+            for x in range(nx):
+                bad = out_x[b, x] or bad_row[lo_x[b, x]] or bad_row[hi_x[b, x]]
+                out[b, y, x] = np.nan if bad else np.float32(acc[x])
+
+
+_align_frames = compiled(_align_frames)
+
+
+def _align_compiled(coeffs, nanmask, xs, ys):
+    """:func:`align_and_scale` by the compiled loop, for source coordinates xs (B, X), ys (B, Y)."""
+    batch, ny, nx = coeffs.shape
+    out = np.empty((batch, ny, nx), np.float32)
+    _align_frames(np.ascontiguousarray(coeffs), np.ascontiguousarray(nanmask),
+                  *_tap_indices(xs, nx), *_tap_indices(ys, ny), out)
+    return out
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) before worker processes fork."""
+    if available():
+        coords = np.array([[0.5, 1.5, 2.5]])
+        _align_compiled(np.zeros((1, 3, 3), np.float32), np.zeros((1, 3, 3), bool), coords, coords)
 
 
 def rotation_operator(shape: tuple[int, int], angle_deg: float, center, new_center, flipx: bool,

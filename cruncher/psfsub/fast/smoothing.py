@@ -98,27 +98,26 @@ def plan_section(section: Section, boxes: list[Box], r: int) -> Plan:
 class Smoother:
     """Smoothed section pixels of every frame, as pyKLIP computes them for its ranking.
 
-    Ask for sections grouped by :attr:`Plan.parent` (:meth:`order`): a parent box's smoothing is
-    kept (only at the pixels its sections take from it) until its last section has taken its
-    pixels, or another parent is needed.
+    Ask for sections grouped by :attr:`Plan.parent` (:meth:`order`): the first section of a
+    parent box has the box smoothed once and its pixels, with those of the strips of every
+    section that takes from it, written straight into one block; each section's array is a view
+    of that block, which is let go when the next parent is needed.
     """
 
     def __init__(self, aligned, parts: list[Section], xp: ModuleType = np, sigma: float = SIGMA):
         self.aligned, self.parts, self.sigma, self.xp = aligned, parts, float(sigma), xp
         boxes = [s.box for s in parts]
         self.plans = [plan_section(s, boxes, radius(sigma)) for s in parts]
-        # per parent: the flat box pixels its sections take, and each section's runs into them
-        self._columns: dict[Box, np.ndarray] = {}
-        for plan in self.plans:
-            if plan.shared is not None:
-                self._columns[plan.parent] = np.union1d(
-                    self._columns.get(plan.parent, np.empty(0, np.int64)), plan.shared.take)
-        self._shared_runs = [None if p.shared is None else runs(
-            np.searchsorted(self._columns[p.parent], p.shared.take), p.shared.into)
-            for p in self.plans]
-        self._uses = {box: sum(1 for p in self.plans if p.parent == box and p.shared is not None)
-                      for box in self._columns}
-        self._cached: tuple[Box, object] | None = None
+        # each section's columns in its parent's block
+        self._members: dict[Box, list[int]] = {}
+        self._start: dict[int, int] = {}
+        self._width: dict[Box, int] = {}
+        for index in self.order():
+            parent = self.plans[index].parent
+            self._members.setdefault(parent, []).append(index)
+            self._start[index] = self._width.get(parent, 0)
+            self._width[parent] = self._start[index] + parts[index].pixels.size
+        self._block: tuple[Box, object] | None = None
 
     def order(self) -> list[int]:
         """Section indices grouped by parent box (each parent is smoothed once)."""
@@ -126,28 +125,29 @@ class Smoother:
 
     def section(self, index: int):
         """(F, p), of the frames' dtype (scipy's output dtype): the section's smoothed pixels,
-        NaN -> 0."""
-        plan, xp = self.plans[index], self.xp
-        out = xp.empty((len(self.aligned), self.parts[index].pixels.size), self.aligned.dtype)
-        if plan.shared is not None:
-            copy_columns(out, self._parent(plan.parent), self._shared_runs[index])
-            self._uses[plan.parent] -= 1
-            if self._uses[plan.parent] <= 0:
-                self._cached = None
-        for piece in plan.own:
-            self._smooth_into(out, piece.box, piece.take, piece.into)
-        out[xp.isnan(out)] = 0
-        return out
+        NaN -> 0 (a view of its parent's block)."""
+        block = self._nest(self.plans[index].parent)
+        start = self._start[index]
+        return block[:, start:start + self.parts[index].pixels.size]
 
-    def _parent(self, box: Box):
-        """(F, n): the parent's smoothing at the flat box pixels its sections take."""
-        if self._cached is None or self._cached[0] != box:
-            self._cached = None     # release the previous parent first
-            columns = self._columns[box]
-            values = self.xp.empty((len(self.aligned), columns.size), self.aligned.dtype)
-            self._smooth_into(values, box, columns, np.arange(columns.size))
-            self._cached = (box, values)
-        return self._cached[1]
+    def _nest(self, parent: Box):
+        """(F, n): the smoothed pixels of every section of ``parent``, side by side."""
+        if self._block is None or self._block[0] != parent:
+            self._block = None      # release the previous parent first
+            members = self._members[parent]
+            block = self.xp.empty((len(self.aligned), self._width[parent]), self.aligned.dtype)
+            shared = [i for i in members if self.plans[i].shared is not None]
+            if shared:
+                take = np.concatenate([self.plans[i].shared.take for i in shared])
+                into = np.concatenate([self._start[i] + self.plans[i].shared.into
+                                       for i in shared])
+                self._smooth_into(block, parent, take, into)
+            for index in members:
+                for piece in self.plans[index].own:
+                    self._smooth_into(block, piece.box, piece.take, self._start[index] + piece.into)
+            block[self.xp.isnan(block)] = 0
+            self._block = (parent, block)
+        return self._block[1]
 
     def _smooth_into(self, out, box: Box, take: np.ndarray, into: np.ndarray) -> None:
         """``out[:, into]``: every frame's box smoothed as pyKLIP does, at flat box pixels
