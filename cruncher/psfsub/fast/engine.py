@@ -84,8 +84,12 @@ def high_pass(images: np.ndarray, fwhm_or_true, threads: int = 1) -> np.ndarray:
         for i in members:
             filled[i][mask] = images[i][~mask][nearest]
 
+    # float32 products (pyKLIP's result is float32 too): 2x faster than float64, and the
+    # low-pass part differs by rounding only (about 1e-7 of the frame's values)
+    low_y, low_x = low_y.astype(np.float32), low_x.astype(np.float32)
+
     def one(part: slice) -> None:
-        batch = filled[part].astype(np.float64)
+        batch = filled[part]
         filled[part] = batch - np.matmul(np.matmul(low_y, batch), low_x.T)
 
     _in_batches(one, n, threads)
