@@ -24,7 +24,7 @@ from common import save  # noqa: E402
 
 
 def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int = 300,
-                  cutoffs: int = 5, band: int = 44) -> dict:
+                  cutoffs: int = 5) -> dict:
     """Floating-point operations of one general reduction (ADI+SDI, 9 log annuli x 4 sections),
     counted as the fast engine does the work.
 
@@ -33,8 +33,8 @@ def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int 
     300 x 300 tridiagonal reduction (``4/3 n^3``) and the model's weights carried to and from its
     basis (``2 n^2`` per column, one column per cutoff and one for the science frame; the
     tridiagonal eigenproblem itself is ``O(n^2)``), and the projections; ``resampling``: what the
-    engine also spends aligning frames, in float32, with its blocked products (each block of output
-    rows reads about ``band`` source rows: 44 on average at the standard size).
+    engine also spends aligning every frame to every wavelength (a multiply and an add for each of
+    four spline taps along x, then along y, per output pixel).
     """
     from cruncher.psfsub.fast.sections import sections
 
@@ -48,7 +48,7 @@ def flop_estimate(cubes: int, wavelengths: int = 37, size: int = 281, refs: int 
     return {"pixels_per_wavelength": pixels, "covariance": covariance, "correlation": correlation,
             "eigen": eigen, "projection": projection,
             "algorithm": covariance + correlation + eigen + projection,
-            "resampling": frames * wavelengths * 4 * size ** 2 * band}
+            "resampling": frames * wavelengths * 16 * size ** 2}
 
 
 def field_radius(inputs: list[str]) -> float:

@@ -25,4 +25,7 @@ def compiled(function, **options):
     unchanged without numba."""
     if numba is None:
         return function
-    return numba.njit(error_model="numpy", cache=True, nogil=True, **options)(function)
+    try:
+        return numba.njit(error_model="numpy", cache=True, nogil=True, **options)(function)
+    except RuntimeError:    # no writable cache directory (a read-only install, no home)
+        return numba.njit(error_model="numpy", nogil=True, **options)(function)
