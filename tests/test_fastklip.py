@@ -201,14 +201,18 @@ def test_compiled_tridiagonal_pairs_refuse_a_repeated_eigenvalue():
     (4, 4, (30.0, 30.0), True),       # quarter sectors: boxes nest and share two edges
     (3, 3, (27.4, 32.2), False),      # sectors off the axes: each box smoothed alone
 ])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "scipy"])
 def test_smoothing_shared_by_nested_boxes_is_pyklips_per_box(annuli, subsections, center,
-                                                             shared):
+                                                             shared, compiled, monkeypatch):
     """Every section's smoothed pixels equal, bit for bit, pyKLIP's: ``gaussian_filter`` of each
-    frame's section box alone, NaNs set to 0."""
+    frame's section box alone, NaNs set to 0 (by the compiled loop, and by scipy as cupy does)."""
     from scipy import ndimage
 
+    from cruncher.psfsub.fast import gaussian
     from cruncher.psfsub.fast.sections import sections
     from cruncher.psfsub.fast.smoothing import Smoother
+
+    monkeypatch.setattr(gaussian, "available", lambda: compiled)
 
     frames = np.concatenate([field(4), field(5)])
     frames[1, 28:31, 33:36] = np.nan       # a hole inside the field spreads too
