@@ -133,8 +133,8 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
 
 def klip_sections(members: np.ndarray, wv_index: int, ref_wv: float, xp: ModuleType = np,
                   share: tuple[int, int] | None = None):
-    """The residuals of one wavelength's sections: ``([(pixels, residuals (n_sci, n_cutoffs,
-    pixels)), ...], science rows, centre)``. ``share = (k, n)`` takes only the sections of every
+    """The residuals of one wavelength's sections: ``(pieces, science rows, centre)``, where
+    ``pieces`` yields ``(pixels, residuals (n_sci, n_cutoffs, pixels))`` as it computes them. ``share = (k, n)`` takes only the sections of every
     n-th parent box from the k-th (so that the last wavelength can be shared among workers; a
     parent's sections share their smoothing)."""
     task = _TASK
@@ -148,20 +148,26 @@ def klip_sections(members: np.ndarray, wv_index: int, ref_wv: float, xp: ModuleT
     first = np.where(task.nanmask[members[0]], np.nan, 0.0)
     parts = sections(aligned.shape[1:], center, task.iwa, task.owa, task.annuli,
                      task.subsections, task.spacing, first, centers[0])
-    somewhere = finite_somewhere(aligned, xp)
     smoother = Smoother(aligned, parts, xp)
     order = smoother.order()
     if share is not None:
         parents = sorted({smoother.plans[i].parent for i in order})[share[0]::share[1]]
         order = [i for i in order if smoother.plans[i].parent in parents]
-    pieces = []
+    return _residuals(aligned, sci, frames, parts, order, smoother, wv_index, xp), sci, center
+
+
+def _residuals(aligned, sci, frames: Frames, parts, order: list[int], smoother: Smoother,
+               wv_index: int, xp: ModuleType):
+    """Yields ``(pixels, residuals)`` section by section, so that each can be put in place and
+    let go (a generator, not a closure: its frames are released once it is exhausted)."""
+    settings = _TASK.settings
+    somewhere = finite_somewhere(aligned, xp)
     for index in order:
-        smoothed = smoother.section(index) if task.settings.corr_smooth > 0 else None
-        residual = klip_section(aligned, sci, parts[index], frames, task.settings, wv_index, xp,
+        smoothed = smoother.section(index) if settings.corr_smooth > 0 else None
+        residual = klip_section(aligned, sci, parts[index], frames, settings, wv_index, xp,
                                 somewhere, smoothed)
         if residual is not None:
-            pieces.append((parts[index].pixels, residual))
-    return pieces, sci, center
+            yield parts[index].pixels, residual
 
 
 def _aligned(members: np.ndarray, ref_wv: float, center, xp: ModuleType):
@@ -183,8 +189,9 @@ def _aligned(members: np.ndarray, ref_wv: float, center, xp: ModuleType):
 
 
 def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleType):
-    """The sections' residuals put together, blanked where pyKLIP blanks them, derotated and
-    summed over science frames: (total, count), both (n_cutoffs, Y, X)."""
+    """The sections' residuals (an iterable of ``(pixels, residuals)``) put together, blanked
+    where pyKLIP blanks them, derotated and summed over science frames: (total, count), both
+    (n_cutoffs, Y, X)."""
     task = _TASK
     ny, nx = task.coeffs.shape[1:]
     n_cut = len(task.settings.numbasis)
@@ -210,7 +217,8 @@ def _worker(job):
     members, wv_index, ref_wv, share = job
     if share is None:
         return wv_index, share, klip_wavelength(members, wv_index, ref_wv)
-    return wv_index, share, klip_sections(members, wv_index, ref_wv, np, share)
+    pieces, sci, center = klip_sections(members, wv_index, ref_wv, np, share)
+    return wv_index, share, (list(pieces), sci, center)
 
 
 def schedule(groups: list[tuple[np.ndarray, int, float]], workers: int) -> list[tuple]:
