@@ -179,7 +179,6 @@ def compiled_against_replaced(task, unique, wavelength: int, runs: int) -> dict:
                               somewhere, smoother.section(index))
     finally:
         weights.top_tridiagonal_pairs = original
-    del aligned
     matrices = len(tridiagonals)
 
     def eigenpairs(function):
