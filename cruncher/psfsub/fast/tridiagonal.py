@@ -23,9 +23,9 @@ import logging
 
 import numpy as np
 
-_log = logging.getLogger(__name__)
-
 from cruncher.psfsub.fast.jit import available, compiled
+
+_log = logging.getLogger(__name__)
 
 EPS = float(np.finfo(np.float64).eps)
 SAFE_MIN = float(np.finfo(np.float64).tiny)
