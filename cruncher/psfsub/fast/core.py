@@ -23,6 +23,7 @@ from types import ModuleType
 
 import numpy as np
 
+from cruncher.psfsub.fast import gather
 from cruncher.psfsub.fast.sections import (Section, good_references, movement, runs,
                                            take_columns)
 from cruncher.psfsub.fast.smoothing import Smoother
@@ -165,8 +166,7 @@ def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
     subs, crosses, cutoffs = [], [], []
     for row, refs in picks.items():
         index = xp.asarray(refs)
-        # whole rows first, then the columns out of them: 3x faster than cov[ix_(index, index)]
-        subs.append(xp.take(xp.take(cov, index, axis=0), index, axis=1))
+        subs.append(_submatrix(cov, index, xp))
         crosses.append(cov[index, int(sci_index[row])])      # = refs . science / (p-1)
         cutoffs.append(np.clip(settings.numbasis - 1, 0, refs.size - 1))
     chosen, nan_rows = {}, {}
@@ -178,3 +178,10 @@ def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
         if bad is not None:
             nan_rows[row] = np.flatnonzero(cut >= bad)
     return chosen, nan_rows
+
+
+def _submatrix(cov, index, xp: ModuleType):
+    """``cov[ix_(index, index)]``: compiled on the CPU, else whole rows first, then the columns
+    out of them (3x faster than ``ix_``)."""
+    sub = gather.submatrix(cov, index) if xp is np else None
+    return sub if sub is not None else xp.take(xp.take(cov, index, axis=0), index, axis=1)

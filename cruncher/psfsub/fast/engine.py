@@ -23,7 +23,7 @@ from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import gaussian, resample, tridiagonal
+from cruncher.psfsub.fast import gather, gaussian, resample, tridiagonal
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.sections import sections
 from cruncher.psfsub.fast.smoothing import Smoother
@@ -250,7 +250,7 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
             for frame in members[task.frames.wvs[members] == groups[0][2]]:
                 _rotation(_rotation_key(frame, center), shape, xp)
         if xp is np:
-            for module in (resample, gaussian, tridiagonal):
+            for module in (resample, gaussian, tridiagonal, gather):
                 module.warm_up()
         if xp is not np or workers <= 1:
             for members, wv_index, ref_wv in groups:

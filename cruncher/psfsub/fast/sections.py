@@ -14,6 +14,8 @@ from types import ModuleType
 
 import numpy as np
 
+from cruncher.psfsub.fast import gather
+
 
 @dataclass(frozen=True)
 class Section:
@@ -89,10 +91,13 @@ def runs(index: np.ndarray, destination: np.ndarray | None = None) -> np.ndarray
 
 
 def take_columns(array, index: np.ndarray, index_runs: np.ndarray, dtype, xp: ModuleType = np):
-    """``array[:, index]`` as ``dtype``; on the CPU copied run by run, several times faster than
-    a fancy index for sections' pixels."""
+    """``array[:, index]`` as ``dtype``; on the CPU by a compiled gather, else copied run by run
+    (several times faster than a fancy index for sections' pixels)."""
     if xp is not np:
         return array[:, xp.asarray(index)].astype(dtype)
+    out = gather.columns(array, index, dtype)
+    if out is not None:
+        return out
     out = np.empty((array.shape[0], index.size), dtype)
     copy_columns(out, array, index_runs)
     return out
