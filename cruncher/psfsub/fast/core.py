@@ -24,8 +24,7 @@ from types import ModuleType
 import numpy as np
 
 from cruncher.psfsub.fast import gather
-from cruncher.psfsub.fast.sections import (Section, good_references, movement, runs,
-                                           take_columns)
+from cruncher.psfsub.fast.sections import Section, good_references, movement, take_columns
 from cruncher.psfsub.fast.smoothing import Smoother
 from cruncher.psfsub.fast.weights import first_bad, klip_weights
 from cruncher.xp import to_numpy
@@ -71,11 +70,7 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     if somewhere is None:
         somewhere = finite_somewhere(aligned, xp)
     used = np.flatnonzero(to_numpy(somewhere[xp.asarray(section.pixels)]))
-    if used.size == p:
-        centred = take_columns(flat, section.pixels, section.pixel_runs, PRECISION, xp)
-    else:
-        kept = section.pixels[used]
-        centred = take_columns(flat, kept, runs(kept), PRECISION, xp)
+    centred = take_columns(flat, section.pixels[used], PRECISION, xp)
     nanpix = xp.isnan(centred)
     centred[nanpix] = 0
     finite = (~nanpix).sum(axis=1, keepdims=True)

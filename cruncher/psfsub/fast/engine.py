@@ -134,9 +134,10 @@ def klip_wavelength(members: np.ndarray, wv_index: int, ref_wv: float, xp: Modul
 def klip_sections(members: np.ndarray, wv_index: int, ref_wv: float, xp: ModuleType = np,
                   share: tuple[int, int] | None = None):
     """The residuals of one wavelength's sections: ``(pieces, science rows, centre)``, where
-    ``pieces`` yields ``(pixels, residuals (n_sci, n_cutoffs, pixels))`` as it computes them. ``share = (k, n)`` takes only the sections of every
-    n-th parent box from the k-th (so that the last wavelength can be shared among workers; a
-    parent's sections share their smoothing)."""
+    ``pieces`` yields ``(pixels, residuals (n_sci, n_cutoffs, pixels))`` as it computes them.
+    ``share = (k, n)`` takes only the sections of every n-th parent box from the k-th (so that
+    the last wavelength can be shared among workers; a parent's sections share their
+    smoothing)."""
     task = _TASK
     members = np.asarray(members)
     centers = task.centers[members]

@@ -24,7 +24,8 @@ class Sums:
 
     def __post_init__(self) -> None:
         self.total = np.zeros((self.n_cutoffs, self.n_wvs, *self.shape))
-        self.count = np.zeros((self.n_cutoffs, self.n_wvs, *self.shape), np.int64)
+        # at most the number of science frames per pixel: int32 halves 117 MB at 40 cubes
+        self.count = np.zeros((self.n_cutoffs, self.n_wvs, *self.shape), np.int32)
 
     def add(self, wv_index: int, total: np.ndarray, count: np.ndarray) -> None:
         self.total[:, wv_index] += total

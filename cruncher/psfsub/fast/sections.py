@@ -9,7 +9,6 @@ methane-weighted criterion), the same wavelength for ADI, the same exposure for 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from types import ModuleType
 
 import numpy as np
@@ -28,11 +27,6 @@ class Section:
     @property
     def radius(self) -> float:
         return 0.5 * (self.rad[0] + self.rad[1])
-
-    @cached_property
-    def pixel_runs(self) -> np.ndarray:
-        """:func:`runs` of the pixels in the image."""
-        return runs(self.pixels)
 
 
 def outer_working_angle(image: np.ndarray, center) -> float:
@@ -90,16 +84,15 @@ def runs(index: np.ndarray, destination: np.ndarray | None = None) -> np.ndarray
     return np.stack([index[starts], to, ends - starts], axis=1).astype(np.int64)
 
 
-def take_columns(array, index: np.ndarray, index_runs: np.ndarray, dtype, xp: ModuleType = np):
-    """``array[:, index]`` as ``dtype``; on the CPU by a compiled gather, else copied run by run
-    (several times faster than a fancy index for sections' pixels)."""
+def take_columns(array, index: np.ndarray, dtype, xp: ModuleType = np):
+    """``array[:, index]`` as ``dtype`` (``index`` sorted); on the CPU by a compiled gather, else
+    copied run by run (several times faster than a fancy index for sections' pixels)."""
     if xp is not np:
         return array[:, xp.asarray(index)].astype(dtype)
     out = gather.columns(array, index, dtype)
-    if out is not None:
-        return out
-    out = np.empty((array.shape[0], index.size), dtype)
-    copy_columns(out, array, index_runs)
+    if out is None:
+        out = np.empty((array.shape[0], index.size), dtype)
+        copy_columns(out, array, runs(index))
     return out
 
 
