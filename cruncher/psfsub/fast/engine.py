@@ -23,8 +23,9 @@ from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import gather, gaussian, resample, tridiagonal
+from cruncher.psfsub.fast import derotation, gather, gaussian, resample, tridiagonal
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
+from cruncher.psfsub.fast.jit import available
 from cruncher.psfsub.fast.sections import sections
 from cruncher.psfsub.fast.smoothing import Smoother
 from cruncher.xp import array_module, to_numpy
@@ -104,8 +105,22 @@ def _circular_gaussian(n: int, size: float) -> np.ndarray:
     return kernel[(np.arange(n)[:, None] - np.arange(n)[None, :]) % n]
 
 
-#: Derotation operators kept per process (about 13 MB each for 281 x 281 images).
+#: Derotation operators kept per process where the derotation is not compiled (about 13 MB each
+#: for 281 x 281 images).
 MAX_ROTATIONS = 64
+
+
+def _derotate(images, frame: int, center, xp: ModuleType):
+    """One science frame's images (B, Y, X) derotated as pyKLIP does: compiled on the CPU, else
+    by the frame's sparse operator, built once and kept."""
+    key = _rotation_key(frame, center)
+    if _compiled_derotation(xp):
+        return derotation.rotate(images, key[0], key[1:], _TASK.out_center, _TASK.flipx)
+    return resample.rotate(images, _rotation(key, images.shape[1:], xp), xp)
+
+
+def _compiled_derotation(xp: ModuleType) -> bool:
+    return xp is np and available()
 
 
 def _rotation(key, shape, xp):
@@ -206,8 +221,7 @@ def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleTy
     total = xp.zeros((n_cut, ny, nx), xp.float64)
     count = xp.zeros((n_cut, ny, nx), xp.int32)
     for row, frame in enumerate(members[sci]):
-        rotated = resample.rotate(out[row], _rotation(_rotation_key(frame, center), (ny, nx), xp),
-                                  xp)
+        rotated = _derotate(out[row], frame, center, xp)
         finite = xp.isfinite(rotated)
         total += xp.where(finite, rotated, 0)
         count += finite
@@ -242,7 +256,7 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
     _TASK = task
     _ROTATIONS.clear()
     try:
-        if "SDI" in task.settings.mode.upper():
+        if "SDI" in task.settings.mode.upper() and not _compiled_derotation(xp):
             # one centre for every wavelength: build the derotations before the workers fork, so
             # they share one copy of them
             members = groups[0][0]
@@ -251,7 +265,7 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
             for frame in members[task.frames.wvs[members] == groups[0][2]]:
                 _rotation(_rotation_key(frame, center), shape, xp)
         if xp is np:
-            for module in (resample, gaussian, tridiagonal, gather):
+            for module in (resample, derotation, gaussian, tridiagonal, gather):
                 module.warm_up()
         if xp is not np or workers <= 1:
             for members, wv_index, ref_wv in groups:
@@ -343,7 +357,7 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
     groups = [(everything if "SDI" in mode.upper() else np.flatnonzero(wvs32 == wv), i, wv)
               for i, wv in enumerate(unique)]
     workers = min(threads, len(groups))
-    sums = output.Sums(len(numbasis), len(unique), shape[1:])
+    sums = output.Sums(len(numbasis), len(unique), shape[1:], max_count=shape[0])
     done = 0
     for wv_index, (total, count) in run_all(task, groups, workers, xp):
         sums.add(wv_index, total, count)

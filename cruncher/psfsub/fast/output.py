@@ -16,16 +16,25 @@ import numpy as np
 
 @dataclass
 class Sums:
+    """Per KL cutoff and wavelength, the sum of the derotated residuals and their count.
+
+    ``max_count`` bounds a count (the number of frames): it picks the smallest integer type. The
+    sums are kept in float32 (88 MB less than float64 sums and int32 counts at 40 cubes): each is
+    added once per wavelength, from a float64 sum over science frames, so this rounds once more
+    than pyKLIP's float32 mean does, by at most one unit in the last place of float32.
+    """
+
     n_cutoffs: int
     n_wvs: int
     shape: tuple[int, int]
+    max_count: int = np.iinfo(np.int32).max
     total: np.ndarray = field(init=False)
     count: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.total = np.zeros((self.n_cutoffs, self.n_wvs, *self.shape))
-        # at most the number of science frames per pixel: int32 halves 117 MB at 40 cubes
-        self.count = np.zeros((self.n_cutoffs, self.n_wvs, *self.shape), np.int32)
+        size = (self.n_cutoffs, self.n_wvs, *self.shape)
+        self.total = np.zeros(size, np.float32)
+        self.count = np.zeros(size, np.min_scalar_type(-self.max_count))   # a signed type
 
     def add(self, wv_index: int, total: np.ndarray, count: np.ndarray) -> None:
         self.total[:, wv_index] += total
