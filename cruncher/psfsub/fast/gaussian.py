@@ -65,7 +65,8 @@ def _smooth_rows(source, r0, c0, n_rows, n_cols, weights, acc, transposed):
 
 
 def _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, into):
-    """For every frame f: ``out[f, into] = smoothed box (y0..y1, x0..x1 inclusive).flat[take]``."""
+    """For every frame f: ``out[f, into] = smoothed box (y0..y1, x0..x1 inclusive).flat[take]``,
+    NaN -> 0 (what the ranking uses; here it costs no extra pass over the output)."""
     height, width = y1 - y0 + 1, x1 - x0 + 1
     across = np.empty((width, height), np.float32)      # after the pass along y, transposed
     smoothed = np.empty((height, width), np.float32)
@@ -75,7 +76,8 @@ def _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, into):
         _smooth_rows(frames[f], y0, x0, height, width, weights, acc, across)
         _smooth_rows(across, 0, 0, width, height, weights, acc, smoothed)
         for t in range(take.size):
-            out[f, into[t]] = flat[take[t]]
+            value = flat[take[t]]
+            out[f, into[t]] = value if value == value else 0
 
 
 # no fast-math: scipy's rounding (no fused multiply-add, the same order of additions)
@@ -87,7 +89,8 @@ _smooth_boxes = compiled(_smooth_boxes)
 def smooth_into(out: np.ndarray, frames: np.ndarray, box: tuple[int, int, int, int],
                 sigma: float, take: np.ndarray, into: np.ndarray) -> None:
     """``out[:, into] = gaussian_filter(frames[:, y0:y1+1, x0:x1+1], (0, sigma, sigma))
-    .reshape(F, -1)[:, take]``, exactly; ``frames`` float32 (F, Y, X)."""
+    .reshape(F, -1)[:, take]``, exactly, except that NaN becomes 0; ``frames`` float32
+    (F, Y, X)."""
     y0, y1, x0, x1 = box
     _smooth_boxes(frames, y0, y1, x0, x1, kernel(sigma), np.asarray(take, np.int64), out,
                   np.asarray(into, np.int64))

@@ -145,14 +145,18 @@ class Smoother:
             for index in members:
                 for piece in self.plans[index].own:
                     self._smooth_into(block, piece.box, piece.take, self._start[index] + piece.into)
-            block[self.xp.isnan(block)] = 0
+            if not self._compiled():        # the compiled smoothing has zeroed them
+                block[self.xp.isnan(block)] = 0
             self._block = (parent, block)
         return self._block[1]
+
+    def _compiled(self) -> bool:
+        return self.xp is np and gaussian.available() and self.aligned.dtype == np.float32
 
     def _smooth_into(self, out, box: Box, take: np.ndarray, into: np.ndarray) -> None:
         """``out[:, into]``: every frame's box smoothed as pyKLIP does, at flat box pixels
         ``take``."""
-        if self.xp is np and gaussian.available() and self.aligned.dtype == np.float32:
+        if self._compiled():
             gaussian.smooth_into(out, self.aligned, box, self.sigma, take, into)
             return
         y0, y1, x0, x1 = box
