@@ -8,8 +8,8 @@ stay pyKLIP's). What changes is how the work is organised:
 2. each target wavelength is one task: align and scale every frame to it (``resample``), KLIP
    every section for all its science frames (``core``), derotate the residuals and add them to
    running sums, so the full (KL, frame, y, x) cube pyKLIP holds in memory never exists;
-3. the tasks run in worker processes (BLAS single-threaded in each), or in the calling process on
-   a GPU;
+3. the tasks run in worker processes (BLAS single-threaded in each, freed memory kept for the
+   next task: :mod:`~cruncher.psfsub.fast.heap`), or in the calling process on a GPU;
 4. the running sums are the time-collapsed spectral cubes and the wavelength-collapsed KL-mode
    cube, calibrated and written with pyKLIP's own ``calibrate_output`` and ``savedata``.
 """
@@ -23,7 +23,7 @@ from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import derotation, gather, gaussian, resample, tridiagonal
+from cruncher.psfsub.fast import derotation, gather, gaussian, heap, resample, tridiagonal
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.jit import available
 from cruncher.psfsub.fast.sections import sections
@@ -268,8 +268,9 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
             for module in (resample, derotation, gaussian, tridiagonal, gather):
                 module.warm_up()
         if xp is not np or workers <= 1:
-            for members, wv_index, ref_wv in groups:
-                yield wv_index, klip_wavelength(members, wv_index, ref_wv, xp)
+            with heap.freed_memory_kept():
+                for members, wv_index, ref_wv in groups:
+                    yield wv_index, klip_wavelength(members, wv_index, ref_wv, xp)
             return
         yield from _in_workers(groups, workers)
     finally:
@@ -283,7 +284,7 @@ def _in_workers(groups, workers: int):
     members_of = {wv_index: members for members, wv_index, _ in groups}
     shares: dict[int, list] = {}
     context = multiprocessing.get_context("fork")
-    with context.Pool(workers, maxtasksperchild=None) as pool:
+    with context.Pool(workers, initializer=heap.keep_freed_memory) as pool:
         for wv_index, share, result in pool.imap_unordered(_worker, schedule(groups, workers)):
             if share is None:
                 yield wv_index, result
