@@ -339,15 +339,43 @@ def test_compiled_gathers_copy_exactly_what_numpy_indexing_gives():
         np.testing.assert_array_equal(gather.submatrix(cov, index), cov[np.ix_(index, index)])
 
 
+def test_compiled_centring_is_numpys():
+    """A section's pixels centred in the gathering pass: each row less the mean of its finite
+    values, NaN -> 0, and where the NaNs were; a row with no finite value gives zeros. And the
+    smoothed pixels centred, with their norms, for the ranking."""
+    from cruncher.psfsub.fast import gather
+
+    rng = np.random.default_rng(6)
+    frames = (rng.standard_normal((6, 500)) + 3).astype(np.float32)
+    frames[:, ::7] = np.nan
+    frames[4] = np.nan
+    index = np.sort(rng.choice(500, 220, replace=False))
+    centred, nan = gather.centred_columns(frames, index)
+    taken = frames[:, index].astype(np.float64)
+    with pytest.warns(RuntimeWarning, match="Mean of empty slice"):      # the all-NaN row
+        want = np.nan_to_num(taken - np.nanmean(taken, axis=1, keepdims=True), nan=0.0)
+    np.testing.assert_array_equal(nan, np.isnan(taken))
+    np.testing.assert_allclose(centred, want, rtol=0, atol=1e-14)
+    assert not centred[4].any() and centred[~nan].std() > 0.5
+    # the smoothed sections (finite, columns of a wider block) centred for the ranking
+    block = (rng.standard_normal((6, 300)) + 2).astype(np.float32)
+    rows = block[:, 40:250]
+    out = np.empty(rows.shape)
+    norms = gather.centred_rows(rows, out)
+    want = rows.astype(np.float64) - rows.mean(axis=1, dtype=np.float64, keepdims=True)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(norms, np.linalg.norm(want, axis=1), rtol=1e-14)
+
+
 def test_a_wavelength_without_numba_gives_what_the_compiled_loops_give(monkeypatch):
     """Every compiled loop switched off (numba absent) gives the same KLIP sums to rounding:
     the largest difference is 8e-7 of the sums' RMS, from the alignment (the banded products
     round in float32, the compiled loop in float64)."""
-    from cruncher.psfsub.fast import engine, gather, gaussian, resample, tridiagonal
+    from cruncher.psfsub.fast import derotation, engine, gather, gaussian, resample, tridiagonal
 
     task, groups = _small_task()
     compiled = dict(engine.run_all(task, groups, 1))
-    for module in (gather, gaussian, resample, tridiagonal):
+    for module in (derotation, gather, gaussian, resample, tridiagonal):
         monkeypatch.setattr(module, "available", lambda: False)
     plain = dict(engine.run_all(task, groups, 1))
     for index, (total, count) in compiled.items():

@@ -70,13 +70,9 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     if somewhere is None:
         somewhere = finite_somewhere(aligned, xp)
     used = np.flatnonzero(to_numpy(somewhere[xp.asarray(section.pixels)]))
-    centred = take_columns(flat, section.pixels[used], PRECISION, xp)
-    nanpix = xp.isnan(centred)
-    centred[nanpix] = 0
-    finite = (~nanpix).sum(axis=1, keepdims=True)
-    centred -= centred.sum(axis=1, keepdims=True) / xp.maximum(finite, 1)
-    centred[nanpix] = 0
-    cov = centred @ centred.T / (p - 1)
+    centred, nanpix = _centred(flat, section.pixels[used], xp)
+    cov = centred @ centred.T
+    cov /= p - 1
     if settings.corr_smooth > 0 and smoothed is None:
         smoothed = Smoother(aligned, [section], xp).section(0)
     corr = _correlations(smoothed, cov, sci_index, settings, xp)
@@ -108,6 +104,21 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     return residual
 
 
+def _centred(flat, index: np.ndarray, xp: ModuleType):
+    """Every frame's pixels ``index`` less their mean over its finite ones, NaN -> 0 (float64),
+    and where they were NaN."""
+    done = gather.centred_columns(flat, index) if xp is np else None
+    if done is not None:
+        return done
+    centred = take_columns(flat, index, PRECISION, xp)
+    nanpix = xp.isnan(centred)
+    centred[nanpix] = 0
+    finite = (~nanpix).sum(axis=1, keepdims=True)
+    centred -= centred.sum(axis=1, keepdims=True) / xp.maximum(finite, 1)
+    centred[nanpix] = 0
+    return centred, nanpix
+
+
 def finite_somewhere(aligned, xp: ModuleType = np, chunk: int = 64):
     """(Y * X,) bool: pixels finite in at least one frame."""
     out = xp.zeros(aligned.shape[1] * aligned.shape[2], bool)
@@ -126,14 +137,13 @@ def _correlations(smooth, cov, sci_index, settings: Settings, xp: ModuleType):
     ``corrcoef`` does, a chunk of frames at a time) with ``corr_smooth``, else of the covariance."""
     sci = xp.asarray(sci_index)
     if settings.corr_smooth > 0:
-        means = smooth.mean(axis=1, dtype=xp.float64, keepdims=True)
-        science = smooth[sci] - means[sci]
+        science, _ = _centred_rows(smooth[sci], xp)
         corr = xp.empty((len(sci_index), len(smooth)), xp.float64)
         norm = xp.empty(len(smooth), xp.float64)
         for lo in range(0, len(smooth), CORRELATE_CHUNK):
-            part = smooth[lo:lo + CORRELATE_CHUNK] - means[lo:lo + CORRELATE_CHUNK]
+            part, norm[lo:lo + CORRELATE_CHUNK] = _centred_rows(smooth[lo:lo + CORRELATE_CHUNK],
+                                                                xp)
             corr[:, lo:lo + CORRELATE_CHUNK] = science @ part.T
-            norm[lo:lo + CORRELATE_CHUNK] = xp.sqrt(xp.einsum("ij,ij->i", part, part))
         with np.errstate(divide="ignore", invalid="ignore"):
             corr /= norm[sci][:, None]
             corr /= norm[None, :]
@@ -143,6 +153,16 @@ def _correlations(smooth, cov, sci_index, settings: Settings, xp: ModuleType):
             corr = cov[sci] / sd[sci][:, None] / sd[None, :]
     corr[xp.isnan(corr)] = 0
     return corr
+
+
+def _centred_rows(rows, xp: ModuleType):
+    """(rows less their means, in float64; the rows' norms after centring)."""
+    out = xp.empty(rows.shape, xp.float64)
+    norms = gather.centred_rows(rows, out) if xp is np else None
+    if norms is None:
+        out[:] = rows - rows.mean(axis=1, dtype=xp.float64, keepdims=True)
+        norms = xp.sqrt(xp.einsum("ij,ij->i", out, out))
+    return out, norms
 
 
 def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -25,7 +26,6 @@ import numpy as np
 
 from cruncher.psfsub.fast import derotation, gather, gaussian, heap, resample, tridiagonal
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
-from cruncher.psfsub.fast.jit import available
 from cruncher.psfsub.fast.sections import sections
 from cruncher.psfsub.fast.smoothing import Smoother
 from cruncher.xp import array_module, to_numpy
@@ -120,7 +120,7 @@ def _derotate(images, frame: int, center, xp: ModuleType):
 
 
 def _compiled_derotation(xp: ModuleType) -> bool:
-    return xp is np and available()
+    return xp is np and derotation.available()
 
 
 def _rotation(key, shape, xp):
@@ -326,6 +326,7 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
     if numbasis.dtype.kind not in "iu":
         raise TypeError(f"numbasis should be integers, not {numbasis.dtype}")
     threads = max(1, int(numthreads or os.cpu_count() or 1))
+    start = time.perf_counter()
     if highpass is not False:
         dataset.input = high_pass(np.asarray(dataset.input, np.float32), highpass, threads)
     template = None
@@ -358,6 +359,8 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
     groups = [(everything if "SDI" in mode.upper() else np.flatnonzero(wvs32 == wv), i, wv)
               for i, wv in enumerate(unique)]
     workers = min(threads, len(groups))
+    _log.info("fast KLIP: %d frames high-passed and prepared in %.1f s; %d wavelengths on %d "
+              "worker(s)", shape[0], time.perf_counter() - start, len(groups), workers)
     sums = output.Sums(len(numbasis), len(unique), shape[1:], max_count=shape[0])
     done = 0
     for wv_index, (total, count) in run_all(task, groups, workers, xp):
@@ -365,10 +368,12 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
         done += 1
         _log.info("fast KLIP: wavelength %d/%d done", done, len(unique))
     del coeffs, nanmask, task
+    start = time.perf_counter()
     output.write(dataset, sums, numbasis=numbasis, template=template, mode=mode,
                  annuli=annuli, subsections=subsections, movement=movement,
                  maxnumbasis=maxnumbasis, calibrate_flux=calibrate_flux, spectrum=spectrum,
                  highpass=highpass, outputdir=outputdir, fileprefix=fileprefix)
+    _log.info("fast KLIP: products written in %.1f s", time.perf_counter() - start)
 
 
 def _park(images: np.ndarray, outputdir: str) -> np.ndarray:

@@ -31,6 +31,8 @@ def kernel(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
 
 def _reflect(i, n):
     """scipy's ``reflect`` extension of index ``i`` into ``[0, n)``."""
+    if 0 <= i < n:      # all but the rows at the edges (no integer division)
+        return i
     period = 2 * n
     i = i % period
     return period - 1 - i if i >= n else i
