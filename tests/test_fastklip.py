@@ -255,11 +255,13 @@ def test_smoothing_shared_by_nested_boxes_is_pyklips_per_box(annuli, subsections
 
 
 @pytest.mark.parametrize("box, sigma", [((3, 40, 5, 44), 1.0), ((10, 12, 0, 60), 1.0),
-                                        ((0, 60, 58, 60), 1.0), ((7, 33, 2, 29), 1.7)])
+                                        ((0, 60, 58, 60), 1.0), ((7, 33, 2, 29), 1.7),
+                                        ((0, 60, 10, 30), 1.0), ((20, 28, 0, 60), 1.0),
+                                        ((5, 6, 20, 21), 1.0)])
 def test_compiled_smoothing_is_scipys_bit_for_bit(box, sigma):
     """The compiled Gaussian against scipy's ``gaussian_filter`` of each box, float32 frames with
     NaNs (given as 0, as the ranking takes them); boxes thinner than the kernel (reflected more
-    than once) included."""
+    than once) and narrow boxes (smoothed along their columns) included."""
     from scipy import ndimage
 
     from cruncher.psfsub.fast import gaussian
