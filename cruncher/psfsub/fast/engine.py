@@ -327,11 +327,8 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
         raise TypeError(f"numbasis should be integers, not {numbasis.dtype}")
     threads = max(1, int(numthreads or os.cpu_count() or 1))
     start = time.perf_counter()
-    # the set-up's temporaries reuse each other's pages; what is left free is given back before
-    # the workers fork
-    with heap.freed_memory_kept():
-        coeffs, nanmask = _prepare(dataset, highpass, threads, outputdir)
-    shape = coeffs.shape
+    if highpass is not False:
+        dataset.input = high_pass(np.asarray(dataset.input, np.float32), highpass, threads)
     template = None
     if spectrum is not None:
         if isinstance(spectrum, str) and spectrum.lower() == "methane":
@@ -340,6 +337,11 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
             template = spectrum
         else:
             raise ValueError(f"{spectrum!r} is not a spectral template (only 'methane' or an array)")
+    images = np.asarray(dataset.input, np.float32)
+    coeffs, nanmask = _coefficients(images, threads)
+    shape = images.shape
+    # the workers need only the spline coefficients: park the frames on disk meanwhile
+    dataset.input = images = _park(images, outputdir)
     wvs32 = np.asarray(dataset.wvs, np.float32)
     task = Task(coeffs=coeffs, nanmask=nanmask, centers=np.asarray(dataset.centers, float),
                 frames=Frames(np.asarray(dataset.PAs, np.float32), wvs32,
@@ -372,17 +374,6 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
                  maxnumbasis=maxnumbasis, calibrate_flux=calibrate_flux, spectrum=spectrum,
                  highpass=highpass, outputdir=outputdir, fileprefix=fileprefix)
     _log.info("fast KLIP: products written in %.1f s", time.perf_counter() - start)
-
-
-def _prepare(dataset, highpass, threads: int, outputdir: str) -> tuple[np.ndarray, np.ndarray]:
-    """The frames high-passed as pyKLIP does, their spline coefficients and NaN masks; the
-    workers need only the coefficients, so the frames are parked on disk meanwhile."""
-    if highpass is not False:
-        dataset.input = high_pass(np.asarray(dataset.input, np.float32), highpass, threads)
-    images = np.asarray(dataset.input, np.float32)
-    coeffs, nanmask = _coefficients(images, threads)
-    dataset.input = _park(images, outputdir)
-    return coeffs, nanmask
 
 
 def _park(images: np.ndarray, outputdir: str) -> np.ndarray:
