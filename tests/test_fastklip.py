@@ -200,19 +200,22 @@ def test_compiled_tridiagonal_eigenvalues_are_relatively_accurate():
 
 
 def test_compiled_tridiagonal_pairs_refuse_a_repeated_eigenvalue():
-    """Without reorthogonalisation two equal eigenvalues would get the same vector: the check
-    refuses them (and :func:`top_tridiagonal_pairs` falls back to LAPACK)."""
+    """Without reorthogonalisation two equal (or nearly equal) eigenvalues would get the same
+    vector: the check refuses them (and :func:`top_tridiagonal_pairs` falls back to LAPACK)."""
     from cruncher.psfsub.fast import tridiagonal
     from cruncher.psfsub.fast.weights import top_tridiagonal_pairs
 
     diag = np.array([5.0, 3.0, 5.0, 1.0])
     assert tridiagonal.top_pairs(diag, np.zeros(3), 2) is None
-    # coupled, the two fives split by 2.5e-7: no longer equal, and accepted
-    off = np.array([0.0, 0.0, 1e-3])
-    values, vectors = tridiagonal.top_pairs(diag, off, 2)
-    matrix = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
-    assert np.allclose(values, np.linalg.eigvalsh(matrix)[::-1][:2], rtol=0, atol=1e-14)
-    assert np.allclose(matrix @ vectors, vectors * values, atol=1e-12)
+    # coupled, the two fives split by 2.5e-5: no longer equal, and accepted; split by 2.5e-7,
+    # closer than the compiled path's shifts resolve, refused, and LAPACK serves
+    for coupling, compiled in ((1e-2, True), (1e-3, False)):
+        off = np.array([0.0, 0.0, coupling])
+        assert (tridiagonal.top_pairs(diag, off, 2) is not None) == compiled
+        values, vectors = top_tridiagonal_pairs(diag, off, 2)
+        matrix = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
+        assert np.allclose(values, np.linalg.eigvalsh(matrix)[::-1][:2], rtol=0, atol=1e-14)
+        assert np.allclose(matrix @ vectors, vectors * values, atol=1e-12)
     # every eigenpair of a rank-deficient matrix: its near-zero cluster is refused, LAPACK serves
     diag, off = graded_tridiagonal(40, 2)
     assert tridiagonal.top_pairs(diag, off, 40) is None
