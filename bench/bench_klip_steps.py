@@ -41,7 +41,7 @@ STEPS = (("align and scale", "cruncher.psfsub.fast.resample", "align_and_scale")
          ("tridiagonal eigenpairs", "cruncher.psfsub.fast.weights", "top_tridiagonal_pairs"),
          ("weights carried to and from the basis (ormqr)", "cruncher.psfsub.fast.weights",
           "_apply_q"),
-         ("derotation", "cruncher.psfsub.fast.resample", "rotate"),
+         ("derotation", "cruncher.psfsub.fast.derotation", "rotate"),
          ("KLIP of the sections", "cruncher.psfsub.fast.engine", "klip_section"))
 
 
@@ -230,11 +230,12 @@ def main() -> None:
     parser.add_argument("--wavelength", type=int, default=18, help="index of the wavelength")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from cruncher.psfsub.fast import engine, gaussian, resample, tridiagonal
+    from cruncher.psfsub.fast import derotation, engine, gather, gaussian, heap, resample, tridiagonal
 
     task, unique = build_task(args.cubes)
-    for module in (resample, gaussian, tridiagonal):
+    for module in (resample, derotation, gaussian, tridiagonal, gather):
         module.warm_up()
+    heap.keep_freed_memory()        # as in the engine's workers
     engine._TASK = task
     payload = {"cubes": args.cubes, "wavelength_index": args.wavelength,
                "frames": int(len(task.coeffs)),

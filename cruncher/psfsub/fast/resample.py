@@ -10,7 +10,9 @@ the four source pixels around it was NaN. Two facts make that fast here:
   batch of frames as batched products one block of 32 output rows (columns) at a time, each block
   reading only the band of source rows it needs (2.2x faster than dense products at 281 pixels);
 - derotation uses the same coordinates for every image of a cube (all wavelengths, all KL
-  cutoffs), so its interpolation is one sparse matrix per cube applied to all of them at once.
+  cutoffs), so its interpolation is one sparse matrix per cube applied to all of them at once
+  (for cupy, and without numba; on the CPU :mod:`~cruncher.psfsub.fast.derotation` computes the
+  same weights where it uses them, keeping no matrix).
 
 The spline coefficients (the prefilter) come from scipy itself; for ``mode='constant'`` scipy
 mirrors the coefficients at the edges and gives ``cval`` outside ``[0, n-1]``, which is what the
