@@ -326,17 +326,19 @@ def test_a_wavelength_shared_among_workers_gives_what_one_process_gives():
         np.testing.assert_array_equal(shared[index][1], count)
 
 
-def test_compiled_gathers_copy_exactly_what_numpy_indexing_gives():
-    """A section's pixels (float32 with NaNs, in runs and scattered) and a reference set's
-    covariance (in the references' order, not sorted)."""
+def test_gathers_copy_exactly_what_numpy_indexing_gives():
+    """A section's pixels copied run by run (without numba; float32 with NaNs, in runs and
+    scattered) and a reference set's covariance by the compiled gather (in the references'
+    order, not sorted)."""
     from cruncher.psfsub.fast import gather
+    from cruncher.psfsub.fast.sections import take_columns
 
     rng = np.random.default_rng(5)
     frames = rng.standard_normal((7, 900)).astype(np.float32)
     frames[:, ::11] = np.nan
     for index in (np.arange(100, 400), np.sort(rng.choice(900, 250, replace=False)),
                   np.array([3]), np.array([], int)):
-        np.testing.assert_array_equal(gather.columns(frames, index, np.float64),
+        np.testing.assert_array_equal(take_columns(frames, index, np.float64),
                                       frames[:, index].astype(np.float64))
     cov = rng.standard_normal((60, 60))
     cov += cov.T

@@ -13,8 +13,6 @@ from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import gather
-
 
 @dataclass(frozen=True)
 class Section:
@@ -74,6 +72,8 @@ def runs(index: np.ndarray, destination: np.ndarray | None = None) -> np.ndarray
     index, copied to consecutive positions (or to ``destination``, broken where it jumps too): a
     section is one run per image row, or two where it crosses the inner hole."""
     index = np.asarray(index)
+    if index.size == 0:     # a section with no pixel finite in any frame (an image corner)
+        return np.empty((0, 3), np.int64)
     jumps = np.diff(index) != 1
     if destination is not None:
         jumps |= np.diff(destination) != 1
@@ -85,14 +85,13 @@ def runs(index: np.ndarray, destination: np.ndarray | None = None) -> np.ndarray
 
 
 def take_columns(array, index: np.ndarray, dtype, xp: ModuleType = np):
-    """``array[:, index]`` as ``dtype`` (``index`` sorted); on the CPU by a compiled gather, else
-    copied run by run (several times faster than a fancy index for sections' pixels)."""
+    """``array[:, index]`` as ``dtype`` (``index`` sorted); on the CPU copied run by run, several
+    times faster than a fancy index for sections' pixels (with numba,
+    :func:`~cruncher.psfsub.fast.gather.centred_columns` gathers instead)."""
     if xp is not np:
         return array[:, xp.asarray(index)].astype(dtype)
-    out = gather.columns(array, index, dtype)
-    if out is None:
-        out = np.empty((array.shape[0], index.size), dtype)
-        copy_columns(out, array, runs(index))
+    out = np.empty((array.shape[0], index.size), dtype)
+    copy_columns(out, array, runs(index))
     return out
 
 
