@@ -50,15 +50,16 @@ def build_task(cubes: int):
     reduction."""
     from pyklip.instruments.GPI import GPIData
 
-    from cruncher.psfsub.fast import engine
+    from cruncher.psfsub.fast import engine, prepare
     from cruncher.psfsub.fast.core import Frames, Settings
     from cruncher.psfsub.klip import reduction_params
 
     params = reduction_params("klip_general")
     dataset = GPIData(spread(make_dataset(Path(__file__).parent / "work" / "psfsub"), cubes),
                       highpass=False, quiet=True)
-    images = engine.high_pass(np.asarray(dataset.input, np.float32), params["highpass"], 2)
-    coeffs, nanmask = engine._coefficients(images, 2)
+    images, nan = prepare.high_pass(np.asarray(dataset.input, np.float32), params["highpass"], 2,
+                                    overwrite=True)
+    coeffs, nanmask = prepare.coefficients(images, 2, nan)
     wvs = np.asarray(dataset.wvs, np.float32)
     numbasis = np.asarray(params["numbasis"])
     task = engine.Task(

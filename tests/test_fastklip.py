@@ -7,8 +7,8 @@ from astropy.io import fits
 
 from cruncher.errors import BadInputError
 from cruncher.psfsub import klip, snr
-from cruncher.psfsub.fast import derotation, resample
-from cruncher.psfsub.fast.engine import high_pass
+from cruncher.psfsub.fast import derotation, prepare, resample
+from cruncher.psfsub.fast.prepare import high_pass
 from cruncher.psfsub.job import JobFile
 from cruncher.testing.psfjobs import run_job
 
@@ -92,9 +92,43 @@ def test_high_pass_is_pyklips():
 
     images = field(2)
     size = (images.shape[2] / 11.0) / (2 * np.sqrt(2 * np.log(2)))
-    ours = high_pass(images.copy(), 11.0)
+    ours, nan = high_pass(images.copy(), 11.0)
+    assert np.array_equal(nan, np.isnan(images))
     for k in range(3):
         assert_same(ours[k], high_pass_filter(images[k].copy(), size), 1e-5)
+
+
+@pytest.mark.skipif(not derotation.available(), reason="needs numba")
+@pytest.mark.parametrize("shape", [(3, 4, 9), (2, 61, 61), (1, 281, 120), (2, 37, 5)])
+def test_compiled_prefilter_is_scipys_bit_for_bit(shape):
+    from scipy import ndimage
+
+    from cruncher.psfsub.fast import prefilter
+
+    rng = np.random.default_rng(sum(shape))
+    frames = (rng.standard_normal(shape) * 100).astype(np.float32)
+    frames[0, :2, :3] = np.nan
+    fill = np.array([np.nanmedian(f) for f in frames], np.float32)
+    filled = np.where(np.isnan(frames), fill[:, None, None], frames)
+    along_y = ndimage.spline_filter1d(filled, 3, axis=1, output=np.float64, mode="constant")
+    expected = ndimage.spline_filter1d(along_y, 3, axis=2, output=np.float64, mode="constant")
+    assert np.array_equal(prefilter.coefficients(frames, fill), expected.astype(np.float32))
+    coeffs, nan = resample.spline_coefficients(frames)
+    assert np.array_equal(coeffs, expected.astype(np.float32)) and nan.sum() == 6
+
+
+def test_high_pass_in_place_and_coefficients_from_its_mask_are_the_same_numbers():
+    images = np.concatenate([field(3), field(4)])
+    images[4, 10:14, 20:30] = np.nan                  # a second NaN pattern
+    copied, nan = high_pass(images, 11.0)
+    given = images.copy()
+    in_place, nan_again = high_pass(given, 11.0, threads=2, overwrite=True)
+    assert in_place is given and np.array_equal(nan, nan_again)
+    assert np.array_equal(copied, in_place, equal_nan=True)
+    coeffs, mask = prepare.coefficients(copied)
+    coeffs_given, mask_given = prepare.coefficients(copied, 2, nan)
+    assert mask_given is nan and np.array_equal(mask, nan)
+    assert np.array_equal(coeffs, coeffs_given)
 
 
 @pytest.mark.parametrize("refs, pixels", [(2, 50), (30, 400), (300, 2000), (300, 120)])
@@ -298,7 +332,7 @@ def _small_task():
     y, x = np.indices((size, size))
     images[:, np.hypot(x - 20, y - 20) > 19] = np.nan
     wvs = np.tile(np.array([1.5, 1.6, 1.7], np.float32), exposures)
-    coeffs, nanmask = engine._coefficients(images)
+    coeffs, nanmask = prepare.coefficients(images)
     task = engine.Task(
         coeffs=coeffs, nanmask=nanmask, centers=np.full((len(images), 2), 20.0),
         frames=Frames(np.repeat(np.arange(exposures) * 15.0, wavelengths).astype(np.float32), wvs,
@@ -378,11 +412,12 @@ def test_a_wavelength_without_numba_gives_what_the_compiled_loops_give(monkeypat
     """Every compiled loop switched off (numba absent) gives the same KLIP sums to rounding:
     the largest difference is 8e-7 of the sums' RMS, from the alignment (the banded products
     round in float32, the compiled loop in float64)."""
-    from cruncher.psfsub.fast import derotation, engine, gather, gaussian, resample, tridiagonal
+    from cruncher.psfsub.fast import (derotation, engine, gather, gaussian, prefilter, resample,
+                                      tridiagonal)
 
     task, groups = _small_task()
     compiled = dict(engine.run_all(task, groups, 1))
-    for module in (derotation, gather, gaussian, resample, tridiagonal):
+    for module in (derotation, gather, gaussian, prefilter, resample, tridiagonal):
         monkeypatch.setattr(module, "available", lambda: False)
     plain = dict(engine.run_all(task, groups, 1))
     for index, (total, count) in compiled.items():

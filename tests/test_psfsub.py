@@ -176,3 +176,21 @@ def test_bad_inputs_fail_with_a_clear_reason(sequence, tmp_path):
     run = subprocess.run([sys.executable, "-m", "cruncher.psfsub", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 65 and "truncated" in run.stderr.strip().splitlines()[-1]
+
+
+def test_headers_only_loading_gives_the_same_dataset_without_pixels(sequence, tmp_path):
+    from cruncher.psfsub.dataset import load
+
+    _, cubes, _ = sequence
+    full, light = load(list(cubes)), load(list(cubes), pixels=False)
+    assert light.cubes is None and light.cube_shape == full.cubes.shape[1:] == full.cube_shape
+    assert light.n_cubes == full.n_cubes == len(cubes)
+    for name in ("centers", "parangs", "wavelengths", "spot_flux"):
+        np.testing.assert_array_equal(getattr(light, name), getattr(full, name))
+    assert (light.band, light.target, light.date, light.tag) == (full.band, full.target,
+                                                                 full.date, full.tag)
+    flat = tmp_path / "S20160315S0098_spdc.fits"
+    with fits.open(cubes[1]) as hdul:
+        fits.HDUList([hdul[0].copy(), fits.ImageHDU(hdul[1].data[0], hdul[1].header)]).writeto(flat)
+    with pytest.raises(BadInputError, match="not a spectral cube"):
+        load([cubes[0], str(flat)], pixels=False)

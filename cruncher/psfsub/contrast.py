@@ -112,7 +112,7 @@ def fiducial(curve: dict) -> dict[str, float | None]:
 
 def run_contrast(job: JobFile) -> Result:
     """A job: the calibrated L and T contrast curves of a dataset."""
-    light = load(list(job.inputs))
+    light = load(list(job.inputs), pixels=False)
     kl = int(job.params.get("contrast_kl", klip.DEFAULT_KL))
     outdir = Path(job.outdir)
     result = Result(job_id=job.id)

@@ -121,7 +121,7 @@ def run_fakes(job: JobFile) -> Result:
     def add_planets(dataset) -> None:
         from cruncher.psfsub.dataset import load
 
-        light = load(list(job.inputs))
+        light = load(list(job.inputs), pixels=False)
         wanted = planets
         if wanted is None:
             headers = _sci_headers(job.inputs)

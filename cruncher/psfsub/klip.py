@@ -115,15 +115,15 @@ def run_reduction(name: str, inputs: tuple[str, ...], outdir: str, overrides: Ma
     from pyklip.instruments.GPI import GPIData
 
     params = reduction_params(name, overrides)
-    light = load_light(list(inputs))
+    light = load_light(list(inputs), pixels=False)    # pyKLIP's GPIData reads the pixels
     check_usable(light, params)
-    n_frames = light.n_cubes * light.cubes.shape[1]
-    n_pix = light.cubes.shape[2] * light.cubes.shape[3]
+    n_wv, ny, nx = light.cube_shape
+    n_frames, n_pix = light.n_cubes * n_wv, ny * nx
     lite = params.get("lite")
     if params["engine"] == "fast":
         lite = False      # the fast engine never holds the full cube
     elif lite is None:
-        lite = memory_needed(n_frames, light.cubes.shape[1], len(params["numbasis"]), n_pix) \
+        lite = memory_needed(n_frames, n_wv, len(params["numbasis"]), n_pix) \
             > 0.6 * available_memory()
     threads = int(params.get("numthreads") or os.cpu_count() or 1)
     dataset = GPIData(list(inputs), highpass=False, quiet=True)

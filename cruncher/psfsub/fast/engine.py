@@ -4,7 +4,8 @@ The dataset is pyKLIP's own (``GPIData``: reading, centring, fake injection and 
 stay pyKLIP's). What changes is how the work is organised:
 
 1. the high-pass filter is pyKLIP's (nearest-pixel NaN filling, Gaussian filter in Fourier space),
-   done once per distinct NaN pattern and for all frames at once;
+   done in place for all frames at once, followed by the spline coefficients of every frame
+   (:mod:`~cruncher.psfsub.fast.prepare`);
 2. each target wavelength is one task: align and scale every frame to it (``resample``), KLIP
    every section for all its science frames (``core``), derotate the residuals and add them to
    running sums, so the full (KL, frame, y, x) cube pyKLIP holds in memory never exists;
@@ -19,20 +20,22 @@ import logging
 import multiprocessing
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
 
-from cruncher.psfsub.fast import derotation, gather, gaussian, heap, resample, tridiagonal
+from cruncher.psfsub.fast import (derotation, gather, gaussian, heap, prefilter, prepare,
+                                  resample, tridiagonal)
 from cruncher.psfsub.fast.core import Frames, Settings, finite_somewhere, klip_section
 from cruncher.psfsub.fast.sections import sections
 from cruncher.psfsub.fast.smoothing import Smoother
 from cruncher.xp import array_module, to_numpy
 
 _log = logging.getLogger(__name__)
-#: Frames resampled per batch (bounds the temporary arrays to ~40 MB each).
-BATCH = 64
+#: Frames resampled per batch.
+BATCH = prepare.BATCH
 
 
 @dataclass
@@ -55,54 +58,6 @@ class Task:
 
 _TASK: Task | None = None
 _ROTATIONS: dict = {}
-
-
-def high_pass(images: np.ndarray, fwhm_or_true, threads: int = 1) -> np.ndarray:
-    """pyKLIP's ``high_pass_filter`` of every frame (``highpass=True`` or a FWHM in pixels).
-
-    pyKLIP multiplies the frame's Fourier transform by ``1 - G``, ``G`` a Gaussian of the integer
-    frequencies, after filling NaNs with the nearest pixel's value. ``G`` is separable, so the
-    low-pass part is a circular convolution along each axis, ``Cy @ frame @ Cx`` with two real
-    circulant matrices: the same numbers to rounding, and faster on GPI's 281-pixel frames (a prime
-    size, where FFTs are slowest): 2.9 -> 2.0 s for this whole function on 740 frames, 2 threads.
-    """
-    from scipy.spatial import cKDTree
-
-    n, ny, nx = images.shape
-    size = 10.0 if fwhm_or_true is True else (nx / float(fwhm_or_true)) / (2 * np.sqrt(2 * np.log(2)))
-    low_y, low_x = _circular_gaussian(ny, size), _circular_gaussian(nx, size)
-    nan = np.isnan(images)
-    filled = images.copy()
-    patterns: dict[bytes, list[int]] = {}
-    for i in range(n):
-        if nan[i].any():
-            patterns.setdefault(np.packbits(nan[i]).tobytes(), []).append(i)
-    y, x = np.indices((ny, nx))
-    for members in patterns.values():
-        mask = nan[members[0]]
-        good = np.array([x[~mask], y[~mask]]).T.astype(float)
-        _, nearest = cKDTree(good).query(np.array([x[mask], y[mask]]).T.astype(float))
-        for i in members:
-            filled[i][mask] = images[i][~mask][nearest]
-
-    # float32 products (pyKLIP's result is float32 too): 2x faster than float64, and the
-    # low-pass part differs by rounding only (about 1e-7 of the frame's values)
-    low_y, low_x = low_y.astype(np.float32), low_x.astype(np.float32)
-
-    def one(part: slice) -> None:
-        batch = filled[part]
-        filled[part] = batch - np.matmul(np.matmul(low_y, batch), low_x.T)
-
-    _in_batches(one, n, threads)
-    filled[nan] = np.nan
-    return filled
-
-
-def _circular_gaussian(n: int, size: float) -> np.ndarray:
-    """(n, n) circular convolution by the kernel whose transform is exp(-k^2 / size^2)."""
-    k = np.fft.fftfreq(n) * n
-    kernel = np.fft.ifft(np.exp(-(k ** 2) / size ** 2)).real
-    return kernel[(np.arange(n)[:, None] - np.arange(n)[None, :]) % n]
 
 
 #: Derotation operators kept per process where the derotation is not compiled (about 13 MB each
@@ -204,10 +159,13 @@ def _aligned(members: np.ndarray, ref_wv: float, center, xp: ModuleType):
     return aligned
 
 
-def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleType):
+def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleType,
+              threads: int = 1):
     """The sections' residuals (an iterable of ``(pixels, residuals)``) put together, blanked
     where pyKLIP blanks them, derotated and summed over science frames: (total, count), both
-    (n_cutoffs, Y, X)."""
+    (n_cutoffs, Y, X). With ``threads`` > 1 (the parent process, on the CPU) the frames are
+    derotated on that many threads (the compiled derotation releases the GIL), and summed in
+    the same order."""
     task = _TASK
     ny, nx = task.coeffs.shape[1:]
     n_cut = len(task.settings.numbasis)
@@ -220,11 +178,17 @@ def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleTy
     out = out.reshape(len(sci), n_cut, ny, nx)
     total = xp.zeros((n_cut, ny, nx), xp.float64)
     count = xp.zeros((n_cut, ny, nx), xp.int32)
-    for row, frame in enumerate(members[sci]):
-        rotated = _derotate(out[row], frame, center, xp)
+    def derotated(row: int):
+        return _derotate(out[row], members[sci][row], center, xp)
+
+    rows = range(len(sci))
+    pool = ThreadPoolExecutor(threads) if threads > 1 and _compiled_derotation(xp) else None
+    for rotated in (pool.map(derotated, rows) if pool else map(derotated, rows)):
         finite = xp.isfinite(rotated)
         total += xp.where(finite, rotated, 0)
         count += finite
+    if pool:
+        pool.shutdown()
     return to_numpy(total), to_numpy(count)
 
 
@@ -265,8 +229,7 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
             for frame in members[task.frames.wvs[members] == groups[0][2]]:
                 _rotation(_rotation_key(frame, center), shape, xp)
         if xp is np:
-            for module in (resample, derotation, gaussian, tridiagonal, gather):
-                module.warm_up()
+            warm_up()
         if xp is not np or workers <= 1:
             with heap.freed_memory_kept():
                 for members, wv_index, ref_wv in groups:
@@ -276,6 +239,12 @@ def run_all(task: Task, groups: list[tuple[np.ndarray, int, float]], workers: in
     finally:
         _TASK = None
         _ROTATIONS.clear()
+
+
+def warm_up() -> None:
+    """Load (or compile) the compiled loops, so that the workers fork with them."""
+    for module in (prefilter, resample, derotation, gaussian, tridiagonal, gather):
+        module.warm_up()
 
 
 def _in_workers(groups, workers: int):
@@ -294,7 +263,8 @@ def _in_workers(groups, workers: int):
                 done = shares.pop(wv_index)
                 pieces = [piece for pieces, _, _ in done for piece in pieces]
                 _, sci, center = done[0]
-                yield wv_index, _collapse(pieces, sci, center, members_of[wv_index], np)
+                yield wv_index, _collapse(pieces, sci, center, members_of[wv_index], np,
+                                          threads=workers)
 
 
 def methane_template(wvs: np.ndarray) -> np.ndarray:
@@ -305,6 +275,17 @@ def methane_template(wvs: np.ndarray) -> np.ndarray:
     path = os.path.join(os.path.dirname(pyklip.__file__), "spectra", "t800g100nc.flx")
     table = np.loadtxt(path)[:160]
     return interpolate.interp1d(table[:, 1], table[:, 3], kind="cubic")(wvs)
+
+
+def _template(spectrum, wvs) -> np.ndarray | None:
+    """The spectral template ``spectrum`` names, at each frame's wavelength (None for none)."""
+    if spectrum is None:
+        return None
+    if isinstance(spectrum, str) and spectrum.lower() == "methane":
+        return methane_template(wvs)
+    if isinstance(spectrum, np.ndarray) and spectrum.size == np.size(wvs):
+        return spectrum
+    raise ValueError(f"{spectrum!r} is not a spectral template (only 'methane' or an array)")
 
 
 def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefix: str = "",
@@ -327,21 +308,21 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
         raise TypeError(f"numbasis should be integers, not {numbasis.dtype}")
     threads = max(1, int(numthreads or os.cpu_count() or 1))
     start = time.perf_counter()
+    background = ThreadPoolExecutor(1)
+    loaded = background.submit(warm_up) if xp is np else None
+    template = _template(spectrum, dataset.wvs)
+    images, nanmask = np.asarray(dataset.input, np.float32), None
     if highpass is not False:
-        dataset.input = high_pass(np.asarray(dataset.input, np.float32), highpass, threads)
-    template = None
-    if spectrum is not None:
-        if isinstance(spectrum, str) and spectrum.lower() == "methane":
-            template = methane_template(dataset.wvs)
-        elif isinstance(spectrum, np.ndarray) and spectrum.size == np.size(dataset.wvs):
-            template = spectrum
-        else:
-            raise ValueError(f"{spectrum!r} is not a spectral template (only 'methane' or an array)")
-    images = np.asarray(dataset.input, np.float32)
-    coeffs, nanmask = _coefficients(images, threads)
+        # in place: the frames are replaced by the high-passed ones, as pyKLIP replaces them
+        images, nanmask = prepare.high_pass(images, highpass, threads, overwrite=True)
+    # the workers need only the spline coefficients: the frames are parked on disk meanwhile
+    parked = background.submit(prepare.park, images, outputdir)
+    coeffs, nanmask = prepare.coefficients(images, threads, nanmask)
     shape = images.shape
-    # the workers need only the spline coefficients: park the frames on disk meanwhile
-    dataset.input = images = _park(images, outputdir)
+    dataset.input = images = parked.result()
+    if loaded is not None:
+        loaded.result()
+    background.shutdown()
     wvs32 = np.asarray(dataset.wvs, np.float32)
     task = Task(coeffs=coeffs, nanmask=nanmask, centers=np.asarray(dataset.centers, float),
                 frames=Frames(np.asarray(dataset.PAs, np.float32), wvs32,
@@ -374,37 +355,3 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
                  maxnumbasis=maxnumbasis, calibrate_flux=calibrate_flux, spectrum=spectrum,
                  highpass=highpass, outputdir=outputdir, fileprefix=fileprefix)
     _log.info("fast KLIP: products written in %.1f s", time.perf_counter() - start)
-
-
-def _park(images: np.ndarray, outputdir: str) -> np.ndarray:
-    """The same frames as a read-only memory map of a temporary file (removed once opened)."""
-    import tempfile
-
-    os.makedirs(outputdir or ".", exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=outputdir or ".", suffix=".npy") as tmp:
-        np.save(tmp, images)
-        tmp.flush()
-        return np.load(tmp.name, mmap_mode="r")
-
-
-def _coefficients(images: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Spline coefficients and NaN masks of every frame (scipy's spline filter releases the GIL,
-    so batches run in threads)."""
-    coeffs = np.empty_like(images)
-    nanmask = np.empty(images.shape, bool)
-
-    def one(part: slice) -> None:
-        coeffs[part], nanmask[part] = resample.spline_coefficients(images[part])
-
-    _in_batches(one, len(images), threads)
-    return coeffs, nanmask
-
-
-def _in_batches(work, n: int, threads: int) -> None:
-    """``work(slice)`` for every batch of ``BATCH`` frames out of ``n``, over ``threads``
-    threads (for steps whose numpy, BLAS or scipy calls release the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(work, [slice(lo, lo + BATCH) for lo in range(0, n, BATCH)]))
-

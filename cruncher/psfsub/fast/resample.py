@@ -14,7 +14,8 @@ the four source pixels around it was NaN. Two facts make that fast here:
   (for cupy, and without numba; on the CPU :mod:`~cruncher.psfsub.fast.derotation` computes the
   same weights where it uses them, keeping no matrix).
 
-The spline coefficients (the prefilter) come from scipy itself; for ``mode='constant'`` scipy
+The spline coefficients (the prefilter) are scipy's, computed by
+:mod:`~cruncher.psfsub.fast.prefilter` where numba is present; for ``mode='constant'`` scipy
 mirrors the coefficients at the edges and gives ``cval`` outside ``[0, n-1]``, which is what the
 weights below do. Works on numpy or cupy arrays (``xp``).
 """
@@ -25,18 +26,27 @@ from types import ModuleType
 
 import numpy as np
 
+from cruncher.psfsub.fast import prefilter
 from cruncher.psfsub.fast.jit import available, compiled
 from cruncher.xp import ndimage_module, sparse_module
 
 
-def spline_coefficients(frames, xp: ModuleType = np):
-    """(coefficients float32, NaN mask) of a stack (B, Y, X): NaNs filled with each frame's median."""
+def spline_coefficients(frames, xp: ModuleType = np, nan=None):
+    """(coefficients float32, NaN mask) of a stack (B, Y, X): NaNs filled with each frame's median.
+
+    ``nan`` may give the stack's NaN mask, if it is known already.
+    """
     frames = xp.asarray(frames, dtype=xp.float32)
-    nan = xp.isnan(frames)
-    filled = frames.copy()
+    nan = xp.isnan(frames) if nan is None else nan
+    medians = None
     if bool(nan.any()):
-        medians = xp.nanmedian(frames.reshape(len(frames), -1), axis=1)
-        filled = xp.where(nan, medians[:, None, None].astype(xp.float32), frames)
+        medians = xp.nanmedian(frames.reshape(len(frames), -1), axis=1).astype(xp.float32)
+    if xp is np:
+        done = prefilter.coefficients(frames, np.zeros(len(frames), np.float32)
+                                      if medians is None else medians)
+        if done is not None:
+            return done, nan
+    filled = frames if medians is None else xp.where(nan, medians[:, None, None], frames)
     nd = ndimage_module(xp)
     out = nd.spline_filter1d(filled, 3, axis=1, output=xp.float64, mode="constant")
     out = nd.spline_filter1d(out, 3, axis=2, output=xp.float64, mode="constant")
