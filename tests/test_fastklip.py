@@ -291,6 +291,39 @@ def test_smoothing_shared_by_nested_boxes_is_pyklips_per_box(annuli, subsections
         np.testing.assert_array_equal(smoother.section(index), expected)
 
 
+@pytest.mark.skipif(not derotation.available(), reason="needs numba")
+@pytest.mark.parametrize("shape", ["sector", "scattered", "one pixel", "corner"])
+def test_compiled_smoothing_of_part_of_a_box_is_scipys_bit_for_bit(shape):
+    """Only the rows and columns the wanted pixels need are smoothed: a quarter annulus in its
+    box (as KLIP's sections), a few scattered pixels, one pixel, and a corner near the box's
+    reflected edges all come out as scipy's ``gaussian_filter`` of the whole box gives them."""
+    from scipy import ndimage
+
+    from cruncher.psfsub.fast import gaussian
+
+    frames = np.concatenate([field(8), field(9)])
+    frames[1, 30:33, 30:36] = np.nan
+    box = (3, 57, 2, 58)
+    height, width = box[1] - box[0] + 1, box[3] - box[2] + 1
+    y, x = np.indices((height, width))
+    radius = np.hypot(y, x)
+    wanted = {"sector": (radius > 20) & (radius < 45),
+              "scattered": (y * 7 + x * 3) % 97 == 0,
+              "one pixel": (y == 30) & (x == 17),
+              "corner": (y > height - 6) & (x > width - 5)}[shape]
+    take = np.flatnonzero(wanted)
+    out = np.empty((len(frames), take.size), np.float32)
+    gaussian.smooth_into(out, frames, box, 1.0, take, np.arange(take.size))
+    along_y, along_x = gaussian.spans(take, height, width, 4)
+    computed = sum(int(h - lo) for lo, h in zip(*along_y)) + sum(int(h - lo) for lo, h in zip(*along_x))
+    blocks = -(-height // gaussian.ROWS_AT_ONCE), -(-width // gaussian.ROWS_AT_ONCE)
+    everything = blocks[0] * width + blocks[1] * height
+    assert computed < (everything / 10 if shape == "one pixel" else everything)
+    for frame, row in zip(frames, out):
+        want = ndimage.gaussian_filter(frame[box[0]:box[1] + 1, box[2]:box[3] + 1], 1.0)
+        np.testing.assert_array_equal(row, np.nan_to_num(want.ravel()[take], nan=0.0))
+
+
 @pytest.mark.parametrize("box, sigma", [((3, 40, 5, 44), 1.0), ((10, 12, 0, 60), 1.0),
                                         ((0, 60, 58, 60), 1.0), ((7, 33, 2, 29), 1.7),
                                         ((0, 60, 10, 30), 1.0), ((20, 28, 0, 60), 1.0),

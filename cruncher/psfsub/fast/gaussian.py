@@ -38,32 +38,35 @@ def _reflect(i, n):
     return period - 1 - i if i >= n else i
 
 
-def _smooth_rows(source, r0, c0, n_rows, n_cols, weights, acc, transposed):
+def _smooth_rows(source, r0, c0, n_rows, n_cols, weights, acc, transposed, lo, hi):
     """One pass of the filter along the first axis of ``source[r0:r0 + n_rows, c0:c0 + n_cols]``,
     rounded to float32 and stored transposed: ``transposed[c, r]``. The sums run along a row, so
     they vectorise; the rows are done ``acc.shape[0]`` at a time so that the transposed stores
     fill whole cache lines. Two passes, each transposing, smooth along y then x and end the
-    right way round."""
+    right way round. Only columns ``lo[k]:hi[k]`` of the k-th block of rows are computed (the
+    others are not needed); each sum is the same whichever columns are."""
     r = weights.size // 2
     centre = weights[r]
     block = acc.shape[0]
     for first in range(0, n_rows, block):
         count = min(block, n_rows - first)
+        start, stop = c0 + lo[first // block], c0 + hi[first // block]
+        length = stop - start
         for b in range(count):
             i = first + b
-            row = source[r0 + i, c0:c0 + n_cols]
+            row = source[r0 + i, start:stop]
             sums = acc[b]
-            for c in range(n_cols):
+            for c in range(length):
                 sums[c] = centre * row[c]
             for j in range(r, 0, -1):
-                before = source[r0 + _reflect(i - j, n_rows), c0:c0 + n_cols]
-                after = source[r0 + _reflect(i + j, n_rows), c0:c0 + n_cols]
+                before = source[r0 + _reflect(i - j, n_rows), start:stop]
+                after = source[r0 + _reflect(i + j, n_rows), start:stop]
                 w = weights[r - j]
-                for c in range(n_cols):
+                for c in range(length):
                     sums[c] += (np.float64(before[c]) + np.float64(after[c])) * w
-        for c in range(n_cols):
+        for c in range(length):
             for b in range(count):
-                transposed[c, first + b] = np.float32(acc[b, c])
+                transposed[start - c0 + c, first + b] = np.float32(acc[b, c])
 
 
 def _smooth_lines(source, r0, c0, n_rows, n_cols, weights, line, acc, transposed):
@@ -91,9 +94,10 @@ def _smooth_lines(source, r0, c0, n_rows, n_cols, weights, line, acc, transposed
 NARROW_WIDTH, NARROW_HEIGHT = 24, 10
 
 
-def _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, into):
+def _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, into, spans):
     """For every frame f: ``out[f, into] = smoothed box (y0..y1, x0..x1 inclusive).flat[take]``,
-    NaN -> 0 (what the ranking uses; here it costs no extra pass over the output)."""
+    NaN -> 0 (what the ranking uses; here it costs no extra pass over the output). ``spans``
+    (:func:`spans`) limits each pass to what the pixels ``take`` need."""
     height, width = y1 - y0 + 1, x1 - x0 + 1
     across = np.empty((width, height), np.float32)      # after the pass along y, transposed
     smoothed = np.empty((height, width), np.float32)
@@ -101,18 +105,58 @@ def _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, into):
     acc = np.empty((ROWS_AT_ONCE, longest), np.float64)
     line = np.empty(longest + weights.size, np.float32)
     flat = smoothed.reshape(height * width)
+    along_y, along_x = spans
     for f in range(frames.shape[0]):
         if width < NARROW_WIDTH:
             _smooth_lines(frames[f], y0, x0, height, width, weights, line, acc[0], across)
         else:
-            _smooth_rows(frames[f], y0, x0, height, width, weights, acc, across)
+            _smooth_rows(frames[f], y0, x0, height, width, weights, acc, across, along_y[0],
+                         along_y[1])
         if height < NARROW_HEIGHT:
             _smooth_lines(across, 0, 0, width, height, weights, line, acc[0], smoothed)
         else:
-            _smooth_rows(across, 0, 0, width, height, weights, acc, smoothed)
+            _smooth_rows(across, 0, 0, width, height, weights, acc, smoothed, along_x[0],
+                         along_x[1])
         for t in range(take.size):
             value = flat[take[t]]
             out[f, into[t]] = value if value == value else 0
+
+
+def spans(take: np.ndarray, height: int, width: int, radius: int):
+    """The columns each block of :data:`ROWS_AT_ONCE` rows of the two passes must compute for
+    the box pixels ``take``: ``((lo, hi) of the pass along y, (lo, hi) of the pass along x)``.
+
+    The pass along x (its rows are the box's columns) needs, in each block of columns, the rows
+    where those columns have a pixel of ``take``; it reads the first pass's output in those rows,
+    ``radius`` columns on either side of the block (reflected indices stay inside that range).
+    """
+    needed = np.zeros((height, width), bool)
+    needed.flat[np.asarray(take, np.int64)] = True
+    has = needed.any(axis=0)
+    first_row = np.where(has, needed.argmax(axis=0), height)
+    last_row = np.where(has, height - needed[::-1].argmax(axis=0), 0)
+    along_x = _block_hulls(first_row, last_row)
+    lo = np.full(height, width, np.int64)
+    hi = np.zeros(height, np.int64)
+    for k, (start, stop) in enumerate(zip(*along_x)):
+        first = k * ROWS_AT_ONCE
+        columns = (max(0, first - radius), min(width, first + ROWS_AT_ONCE + radius))
+        lo[start:stop] = np.minimum(lo[start:stop], columns[0])
+        hi[start:stop] = np.maximum(hi[start:stop], columns[1])
+    return _block_hulls(lo, hi), along_x
+
+
+def _block_hulls(lo: np.ndarray, hi: np.ndarray):
+    """Per block of :data:`ROWS_AT_ONCE` rows, the hull ``(lo, hi)`` of its rows' ranges (empty
+    ranges, ``hi <= lo``, ignored; ``(0, 0)`` for a block of none)."""
+    blocks = -(-lo.size // ROWS_AT_ONCE)
+    out_lo, out_hi = np.zeros(blocks, np.int64), np.zeros(blocks, np.int64)
+    for k in range(blocks):
+        part = slice(k * ROWS_AT_ONCE, (k + 1) * ROWS_AT_ONCE)
+        some = hi[part] > lo[part]
+        if some.any():
+            out_lo[k], out_hi[k] = lo[part][some].min(), hi[part][some].max()
+    return out_lo, out_hi
 
 
 # no fast-math: scipy's rounding (no fused multiply-add, the same order of additions)
@@ -128,8 +172,10 @@ def smooth_into(out: np.ndarray, frames: np.ndarray, box: tuple[int, int, int, i
     .reshape(F, -1)[:, take]``, exactly, except that NaN becomes 0; ``frames`` float32
     (F, Y, X)."""
     y0, y1, x0, x1 = box
-    _smooth_boxes(frames, y0, y1, x0, x1, kernel(sigma), np.asarray(take, np.int64), out,
-                  np.asarray(into, np.int64))
+    weights = kernel(sigma)
+    take = np.asarray(take, np.int64)
+    _smooth_boxes(frames, y0, y1, x0, x1, weights, take, out, np.asarray(into, np.int64),
+                  spans(take, y1 - y0 + 1, x1 - x0 + 1, weights.size // 2))
 
 
 def warm_up() -> None:
