@@ -178,18 +178,25 @@ def _collapse(pieces, sci: np.ndarray, center, members: np.ndarray, xp: ModuleTy
     out = out.reshape(len(sci), n_cut, ny, nx)
     total = xp.zeros((n_cut, ny, nx), xp.float64)
     count = xp.zeros((n_cut, ny, nx), xp.int32)
-    def derotated(row: int):
-        return _derotate(out[row], members[sci][row], center, xp)
+    frames = members[sci]
 
-    rows = range(len(sci))
-    pool = ThreadPoolExecutor(threads) if threads > 1 and _compiled_derotation(xp) else None
-    for rotated in (pool.map(derotated, rows) if pool else map(derotated, rows)):
-        finite = xp.isfinite(rotated)
-        total += xp.where(finite, rotated, 0)
-        count += finite
-    if pool:
-        pool.shutdown()
+    def derotated(row: int):
+        return _derotate(out[row], frames[row], center, xp)
+
+    if threads > 1 and _compiled_derotation(xp):
+        with ThreadPoolExecutor(threads) as pool:
+            _accumulate(pool.map(derotated, range(len(sci))), total, count, xp)
+    else:
+        _accumulate(map(derotated, range(len(sci))), total, count, xp)
     return to_numpy(total), to_numpy(count)
+
+
+def _accumulate(images, total, count, xp: ModuleType) -> None:
+    """``total`` += each image's finite values, ``count`` += where it is finite, in order."""
+    for image in images:
+        finite = xp.isfinite(image)
+        total += xp.where(finite, image, 0)
+        count += finite
 
 
 def _worker(job):

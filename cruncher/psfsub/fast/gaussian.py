@@ -6,7 +6,8 @@ nearly tie are ordered by rounding, so the smoothing must give scipy's numbers e
 close ones. This module repeats scipy's arithmetic (``NI_Correlate1D`` for a symmetric kernel, in
 double precision: ``x[0] w[0]``, then the pairs ``(x[-j] + x[j]) w[j]`` added from the farthest
 in; each pass rounded to float32, the frames' type; edges reflected, ``d c b a | a b c d``) in
-loops that vectorise across a row, and writes only the pixels asked for. About 6x faster than
+loops that vectorise across a row, computing only the rows and columns that the pixels asked for
+need (:func:`spans`), and writes only those pixels. About 6x faster than
 ``gaussian_filter`` here, which also copies every line in and out of a buffer.
 """
 from __future__ import annotations
