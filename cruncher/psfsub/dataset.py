@@ -38,7 +38,7 @@ class Dataset:
 
     @property
     def n_cubes(self) -> int:
-        return len(self.paths)
+        return len(self.paths) if self.cubes is None else self.cubes.shape[0]
 
     @property
     def angles(self) -> np.ndarray:
