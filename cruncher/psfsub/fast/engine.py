@@ -315,21 +315,20 @@ def klip_dataset(dataset, mode: str = "ADI+SDI", outputdir: str = ".", fileprefi
         raise TypeError(f"numbasis should be integers, not {numbasis.dtype}")
     threads = max(1, int(numthreads or os.cpu_count() or 1))
     start = time.perf_counter()
-    background = ThreadPoolExecutor(1)
-    loaded = background.submit(warm_up) if xp is np else None
     template = _template(spectrum, dataset.wvs)
-    images, nanmask = np.asarray(dataset.input, np.float32), None
-    if highpass is not False:
-        # in place: the frames are replaced by the high-passed ones, as pyKLIP replaces them
-        images, nanmask = prepare.high_pass(images, highpass, threads, overwrite=True)
-    # the workers need only the spline coefficients: the frames are parked on disk meanwhile
-    parked = background.submit(prepare.park, images, outputdir)
-    coeffs, nanmask = prepare.coefficients(images, threads, nanmask)
-    shape = images.shape
-    dataset.input = images = parked.result()
-    if loaded is not None:
-        loaded.result()
-    background.shutdown()
+    with ThreadPoolExecutor(1) as background:
+        if xp is np:
+            # loaded meanwhile; run_all's own warm_up then finds them loaded (or raises)
+            background.submit(warm_up)
+        images, nanmask = np.asarray(dataset.input, np.float32), None
+        if highpass is not False:
+            # in place: the frames are replaced by the high-passed ones, as pyKLIP replaces them
+            images, nanmask = prepare.high_pass(images, highpass, threads, overwrite=True)
+        # the workers need only the spline coefficients: the frames are parked on disk meanwhile
+        parked = background.submit(prepare.park, images, outputdir)
+        coeffs, nanmask = prepare.coefficients(images, threads, nanmask)
+        shape = images.shape
+        dataset.input = images = parked.result()
     wvs32 = np.asarray(dataset.wvs, np.float32)
     task = Task(coeffs=coeffs, nanmask=nanmask, centers=np.asarray(dataset.centers, float),
                 frames=Frames(np.asarray(dataset.PAs, np.float32), wvs32,
