@@ -160,6 +160,33 @@ def test_klip_weights_are_those_of_the_full_eigendecomposition(refs, pixels):
                        atol=1e-7 * np.abs(data[0]).max())
 
 
+@pytest.mark.parametrize("refs, pixels", [(300, 105), (80, 60)])
+def test_a_section_of_fewer_pixels_than_references_is_solved_in_pixel_space(refs, pixels):
+    """Fewer pixels than references (the innermost annulus): the p x p problem of the pixels
+    gives the covariance's eigenvalues and the same model as the n x n problem of the
+    references."""
+    from cruncher.psfsub.fast.weights import (in_pixel_space, klip_weights, lift,
+                                              pixel_space_problem)
+
+    rng = np.random.default_rng(refs)
+    data = rng.standard_normal((refs + 1, pixels)) * np.exp(-np.arange(pixels) / 20)[None, :]
+    data -= data.mean(axis=1, keepdims=True)
+    divisor = pixels + 17.0          # the section's pixel count less 1, NaN-only pixels included
+    full = data @ data.T / divisor
+    cutoffs = np.array([1, 10, 20, 30, 50]) - 1
+    assert in_pixel_space(refs, pixels, cutoffs)
+    assert not in_pixel_space(refs, 50, cutoffs) and not in_pixel_space(pixels, refs, cutoffs)
+    (weights, values), = klip_weights([full[1:, 1:]], [full[1:, 0]], [cutoffs])
+    gram, science = pixel_space_problem(data[1:], data[0], divisor)
+    (small, small_values), = klip_weights([gram], [science], [cutoffs])
+    assert np.allclose(small_values, values, rtol=1e-9, atol=0)
+    model = weights.T @ data[1:]
+    assert np.allclose(lift(data[1:], small).T @ data[1:], model,
+                       rtol=0, atol=1e-8 * np.abs(data[0]).max())
+    # and the residuals are not trivially equal: each cutoff removes more of the science frame
+    assert np.all(np.diff(np.linalg.norm(data[0] - model, axis=1)) < 0)
+
+
 def test_top_tridiagonal_pairs_of_a_split_matrix_with_repeated_eigenvalues():
     """Inverse iteration is asked for one block even where the matrix splits (zero off-diagonal)
     and eigenvalues repeat; what comes back must still be orthonormal eigenpairs, largest first."""

@@ -26,7 +26,8 @@ import numpy as np
 from cruncher.psfsub.fast import gather
 from cruncher.psfsub.fast.sections import Section, good_references, movement, take_columns
 from cruncher.psfsub.fast.smoothing import Smoother
-from cruncher.psfsub.fast.weights import first_bad, klip_weights
+from cruncher.psfsub.fast.weights import (first_bad, in_pixel_space, klip_weights, lift,
+                                          pixel_space_problem)
 from cruncher.xp import to_numpy
 
 #: Covariances and eigenvectors are float64: in float32 the KL-50 residual moved by 21 % of its
@@ -84,7 +85,7 @@ def klip_section(aligned, sci_index: np.ndarray, section: Section, frames: Frame
     # pyKLIP drops references with fewer than 5 finite pixels, counted after its NaNs became 0:
     # so every reference when the section has fewer than 5 pixels, and none otherwise
     good &= p >= 5
-    chosen, nan_rows = _models(cov, corr, good, sci_index, settings, xp)
+    chosen, nan_rows = _models(cov, corr, good, sci_index, settings, xp, centred, p - 1)
     if not chosen:
         return None
     # residual = science - (references' combination), for every cutoff of every science frame
@@ -165,8 +166,12 @@ def _centred_rows(rows, xp: ModuleType):
     return out, norms
 
 
-def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
-    """Per science frame: its references and their weights (n_refs, n_cutoffs) in the model."""
+def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType, centred=None,
+            divisor: float = 1.0):
+    """Per science frame: its references and their weights (n_refs, n_cutoffs) in the model.
+    Given the section's ``centred`` pixels (the covariance being ``centred centred' /
+    divisor``), a science frame with more references than pixels is solved in the space of the
+    pixels (:func:`~cruncher.psfsub.fast.weights.in_pixel_space`)."""
     corr_h = to_numpy(corr)
     picks: dict[int, np.ndarray] = {}
     for row in range(len(sci_index)):
@@ -178,17 +183,25 @@ def _models(cov, corr, good, sci_index, settings: Settings, xp: ModuleType):
         picks[row] = refs
     if not picks:
         return {}, {}
-    subs, crosses, cutoffs = [], [], []
+    subs, crosses, cutoffs, lifts = [], [], [], []
     for row, refs in picks.items():
         index = xp.asarray(refs)
+        cutoffs.append(np.clip(settings.numbasis - 1, 0, refs.size - 1))
+        if centred is not None and in_pixel_space(refs.size, centred.shape[1], cutoffs[-1]):
+            block = centred[index]
+            sub, cross = pixel_space_problem(block, centred[int(sci_index[row])], divisor)
+            subs.append(sub)
+            crosses.append(cross)
+            lifts.append(block)
+            continue
         subs.append(_submatrix(cov, index, xp))
         crosses.append(cov[index, int(sci_index[row])])      # = refs . science / (p-1)
-        cutoffs.append(np.clip(settings.numbasis - 1, 0, refs.size - 1))
+        lifts.append(None)
     chosen, nan_rows = {}, {}
-    for (row, refs), cut, (weights, values) in zip(picks.items(), cutoffs,
-                                                     klip_weights(subs, crosses, cutoffs, xp,
-                                                                  overwrite=True)):
-        chosen[row] = (refs, weights)
+    for (row, refs), cut, block, (weights, values) in zip(
+            picks.items(), cutoffs, lifts, klip_weights(subs, crosses, cutoffs, xp,
+                                                        overwrite=True)):
+        chosen[row] = (refs, weights if block is None else lift(block, weights))
         bad = first_bad(values)
         if bad is not None:
             nan_rows[row] = np.flatnonzero(cut >= bad)
