@@ -18,9 +18,10 @@ cutoff, so on the CPU they are computed without forming the eigenvectors:
 Where a section has fewer pixels ``p`` than the frame has references ``n`` (the innermost
 annulus: 105 pixels against 300 references at the standard size), the covariance has rank below
 ``p``, and its nonzero eigenpairs are those of the ``p x p`` product of the pixels
-(:func:`pixel_space_weights`): ``C = R R' / d`` and ``G = R' R / d`` share their eigenvalues, and
-``C``'s eigenvectors are ``R u / sqrt(d l)``, so the weights are ``R`` times ``G``'s weights for
-the science pixels ``s / d``. A ``p x p`` problem instead of an ``n x n`` one: 10x less work there.
+(:func:`pixel_space_problem`, then :func:`lift`): ``C = R R' / d`` and ``G = R' R / d`` share
+their eigenvalues, and ``C``'s eigenvectors are ``R u / sqrt(d l)``, so the weights are ``R``
+times ``G``'s weights for the science pixels ``s / d``. A ``p x p`` problem instead of an
+``n x n`` one: 10x less work there.
 
 The mathematics is pyKLIP's (``scipy.linalg.eigh`` of the covariance, largest eigenpairs first);
 only the rounding differs. On a GPU, cupy's batched ``eigh`` gives the eigenvectors instead.
