@@ -49,6 +49,10 @@ class DatabaseUnavailableError(RetryableError):
     """The database could not be reached or was locked; try again later."""
 
 
+class WriteConflictError(DatabaseUnavailableError):
+    """The database server rolled a write back to break a deadlock (or a lock wait ran out)."""
+
+
 class JobTimeoutError(RetryableError):
     """A job ran past its time limit and was killed."""
 

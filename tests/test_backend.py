@@ -438,3 +438,32 @@ def test_fuzzed_messages_to_the_real_backend_get_replies_and_it_lives(tmp_path, 
         assert client.status(url)["instructions"]
     finally:
         backend.stop()
+
+
+def test_a_product_the_database_refuses_is_still_announced_and_its_job_done(backend, cubes,
+                                                                               monkeypatch):
+    """A failure to record a product (here a database error no write can avoid) is logged; the
+    job that made it stays done, the product is announced and the instruction finishes."""
+    from sqlalchemy.exc import DataError
+
+    import cruncher.backend.backend as backend_module
+
+    def refuse(*_args, **_kwargs):
+        raise DataError("INSERT INTO reduced", {}, Exception("1406 Data too long"))
+
+    monkeypatch.setattr(backend_module, "record_announced", refuse)
+    events = backend.subscribe()
+    reply = backend.interface.send(cube_instruction(*cubes, {"action": "write"}, psfsub=["cadi"]))
+    announced = []
+    deadline = time.monotonic() + 60
+    state = None
+    while state is None and time.monotonic() < deadline:
+        event = events.get(timeout=0.5)
+        if event is not None and event.type == "product":
+            announced.append(event.path)
+        if event is not None and event.type == "finished" and event.job_id == reply["instruction_id"]:
+            state = event.state
+    assert state == "done"
+    psf = jobs(backend, "psf")
+    assert psf and {(j["state"], j["tries"]) for j in psf} == {("done", 0)}
+    assert len([p for p in announced if not p.endswith("_spdc.fits")]) == len(psf)

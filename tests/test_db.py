@@ -152,3 +152,73 @@ def test_concurrent_writers_lose_nothing(engine):
     assert not errors
     with engine.connect() as conn:
         assert len(conn.execute(select(schema.notes.c.id)).all()) == 90
+
+
+def test_concurrent_product_recording_loses_nothing(engine, night, tmp_path):
+    """PSF workers and the DRP record products at once; each keeps every link to its raw frames.
+
+    On MariaDB this once deadlocked about one insert in two (InnoDB gap locks) and the error
+    escaped as an internal error, failing a PSF-subtraction job that had succeeded.
+    """
+    ingest(engine, [night], progress=False)
+    raws = [r["path"] for r in queries.find_raw(engine, obstype="OBJECT")]
+    errors = []
+
+    def recorder(k: int) -> None:
+        try:
+            for i in range(20):
+                inputs = raws[(k + i) % len(raws):][:4]
+                record_product(engine, path=tmp_path / f"p{k}_{i}.fits", kind="test", inputs=inputs)
+        except Exception as exc:  # collected: a thread's exception must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=recorder, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    for k in range(4):
+        for i in range(20):
+            expected = raws[(k + i) % len(raws):][:4]
+            linked = queries.inputs_of_product(engine, str(tmp_path / f"p{k}_{i}.fits"))
+            assert [r["path"] for r in linked] == expected
+
+
+@pytest.mark.mariadb
+def test_a_transaction_rolled_back_by_a_deadlock_is_run_again(mariadb_server):
+    """Two writers lock two rows in opposite orders: InnoDB rolls one back; ``write`` reruns it."""
+    from cruncher.testing import mariadb
+
+    with mariadb.scratch_database(mariadb_server) as url:
+        eng = dbengine.make_engine(url)
+        dbengine.init_db(eng)
+        for number in (1, 2):
+            queries.add_note(eng, f"S20131118S000{number}.fits", "x", user="t")
+        both_hold_one = threading.Barrier(2, timeout=20)
+        attempts = {1: 0, 2: 0}
+        errors = []
+
+        def lock_both(first: int, second: int) -> None:
+            notes = schema.notes
+
+            def work(conn) -> None:
+                attempts[first] += 1
+                conn.execute(notes.update().where(notes.c.id == first).values(text=str(first)))
+                if attempts[first] == 1:
+                    both_hold_one.wait()
+                conn.execute(notes.update().where(notes.c.id == second).values(text=str(first)))
+
+            try:
+                dbengine.write(eng, work)
+            except Exception as exc:  # collected: a thread's exception must fail the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=lock_both, args=pair) for pair in ((1, 2), (2, 1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        eng.dispose()
+    assert not errors, errors
+    assert sorted(attempts.values()) == [1, 2], "one writer was the deadlock's victim and reran"

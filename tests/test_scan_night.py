@@ -96,7 +96,8 @@ def _check_night(backend, events: Events, truth: dict, sources: list[Path], data
     recipes = jobs(backend, "recipe")
     assert sorted(r["id"].split(":")[1] for r in recipes) == ["dark"] * 2 + ["quick_wavecal"] + \
         ["spectral_science"] * len(science), [r["id"] for r in recipes]
-    assert {(r["state"], r["tries"]) for r in recipes} == {("done", 0)}
+    assert {(r["state"], r["tries"]) for r in recipes} == {("done", 0)}, \
+        [(r["id"], r["state"], r["tries"], r["error"]) for r in recipes if r["state"] != "done"]
     log = "\n".join(p.read_text() for p in (data / "logs").glob("gpi_drp_*.log"))
     for recipe in recipes:
         assert len(re.findall(rf"\[{re.escape(recipe['key'])}\] Reading recipe", log)) == 1
@@ -111,7 +112,8 @@ def _check_night(backend, events: Events, truth: dict, sources: list[Path], data
                          for obj in {f["object"] for f in science.values()}}
 
     psf = [j for j in jobs(backend, "psf") if not j["id"].startswith("ql:")]
-    assert {(j["state"], j["tries"]) for j in psf} == {("done", 0)}
+    assert {(j["state"], j["tries"]) for j in psf} == {("done", 0)}, \
+        [(j["id"], j["state"], j["tries"], j["error"]) for j in psf if j["state"] != "done"]
     per_dataset = Counter(json.loads(j["payload"])["outdir"] for j in psf)
     assert len(per_dataset) == 2 and len(set(per_dataset.values())) == 1, per_dataset
     made = events.made(full_psf=True)

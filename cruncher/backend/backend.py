@@ -245,6 +245,8 @@ class Backend:
             record_cube(self.engine, cube, raw)
         except (OSError, CruncherError) as exc:
             _log.warning("could not record cube %s: %s", cube, exc)
+        except Exception:   # the frame's instructions must go on: the cube exists
+            _log.exception("could not record cube %s", cube)
 
     def _job_finished(self, job: PsfJob, outcome: Outcome) -> None:
         if outcome.ok and outcome.result is not None:
@@ -260,6 +262,8 @@ class Backend:
                     record_announced(self.engine, event, params=dict(job.params))
                 except CruncherError as exc:
                     _log.warning("could not record %s: %s", product.path, exc)
+                except Exception:   # still announced: `cruncher db ingest-products` can redo it
+                    _log.exception("could not record %s", product.path)
                 self.events.publish(event)
         elif not outcome.ok:
             self.events.publish(Failure(job_id=job.id, stage="psfsub", reason=outcome.reason,

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from cruncher.db import queries, schema
-from cruncher.db.engine import reading, utcnow, writing
+from cruncher.db.engine import reading, utcnow, write
 from cruncher.messages import Instruction
 
 _log = logging.getLogger(__name__)
@@ -95,14 +95,14 @@ class _Committer(threading.Thread):
 
     def _commit(self, batch: list) -> None:
         try:
-            with writing(self.engine) as conn:
-                results = self._run(conn, batch)
+            results = write(self.engine, lambda conn: self._run(conn, batch))
         except Exception:
             # One bad write must not sink the others: retry each in a transaction of its own.
-            for work, future in batch:
+            for item in batch:
+                future = item[1]
                 try:
-                    with writing(self.engine) as conn:
-                        future.set_result(self._run(conn, [(work, future)])[0])
+                    future.set_result(write(self.engine,
+                                            lambda conn, item=item: self._run(conn, [item])[0]))
                 except Exception as exc:
                     future.set_exception(exc)
             return

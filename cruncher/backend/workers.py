@@ -94,12 +94,19 @@ class WorkerPool:
         if outcome.ok:
             self.journal.set_state(job.id, "done", result=_summary(outcome), wait=False)
             self.queue.mark_done(job.id)
-            self.on_finished(job, outcome)
+            self._announce(job, outcome)
         elif outcome.retryable and job.tries + 1 < self.max_tries:
             self._retry(job, outcome)
         else:
             self._fail(job, outcome)
         self.overheads.append(time.perf_counter() - began - outcome.seconds)
+
+    def _announce(self, job: PsfJob, outcome: Outcome) -> None:
+        """Pass a finished job on; the job stays done whatever its follow-up does."""
+        try:
+            self.on_finished(job, outcome)
+        except Exception:
+            _log.exception("job %s: done, but passing on its products failed", job.id)
 
     def _retry(self, job: PsfJob, outcome: Outcome) -> None:
         delay = self.backoff_s * 2 ** job.tries

@@ -10,19 +10,28 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from cruncher.db import schema
-from cruncher.errors import ConfigError, DatabaseUnavailableError
+from cruncher.errors import ConfigError, DatabaseUnavailableError, WriteConflictError
 
 _log = logging.getLogger(__name__)
 _WRITE = "cruncher_write"
 SQLITE_BUSY_TIMEOUT_S = 60
+#: MariaDB/MySQL errors after which the same transaction, run again, can succeed: 1213 (InnoDB
+#: rolled it back to break a deadlock) and 1205 (a lock wait timed out).
+CONFLICT_ERRNOS = frozenset({1213, 1205})
+#: How many times :func:`write` runs a transaction that keeps losing conflicts.
+WRITE_ATTEMPTS = 8
+T = TypeVar("T")
 
 def _add_detections(conn: Connection) -> None:
     """Schema 1 -> 2: the ``detections`` table."""
@@ -87,8 +96,39 @@ def writing(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.execution_options(**{_WRITE: True}).begin() as conn:
             yield conn
-    except OperationalError as exc:
-        raise DatabaseUnavailableError(f"database write failed: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if getattr(exc.orig, "errno", None) in CONFLICT_ERRNOS:
+            raise WriteConflictError(f"database write rolled back: {exc.orig}") from exc
+        if isinstance(exc, OperationalError):
+            raise DatabaseUnavailableError(f"database write failed: {exc.orig}") from exc
+        raise
+
+
+def write(engine: Engine, work: Callable[[Connection], T], *,
+          attempts: int = WRITE_ATTEMPTS) -> T:
+    """``work(conn)`` in a write transaction of its own, run again if it loses a conflict.
+
+    Concurrent writers on InnoDB (PSF workers recording products while the DRP records cubes)
+    can deadlock on the gap locks of the same index; the server then rolls one transaction back
+    and asks for it to be restarted. ``work`` must therefore do nothing outside ``conn``.
+
+    Raises
+    ------
+    WriteConflictError
+        The transaction lost ``attempts`` conflicts in a row (retryable).
+    """
+    for attempt in range(1, attempts):
+        try:
+            with writing(engine) as conn:
+                return work(conn)
+        except WriteConflictError as exc:
+            # Random, growing pauses, so that the writers that collided do not collide again.
+            delay = random.uniform(0.005, 0.02) * 2 ** attempt
+            _log.debug("write conflict (%s); try %d of %d in %.0f ms", exc, attempt + 1,
+                       attempts, delay * 1000)
+            time.sleep(delay)
+    with writing(engine) as conn:
+        return work(conn)
 
 
 @contextlib.contextmanager

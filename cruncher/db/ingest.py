@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 from tqdm import tqdm
 
 from cruncher import instruments
 from cruncher.db import schema
-from cruncher.db.engine import reading, utcnow, writing
+from cruncher.db.engine import reading, utcnow, write
 from cruncher.errors import CruncherError
 
 _log = logging.getLogger(__name__)
@@ -168,13 +168,15 @@ def _store(engine: Engine, rows: list[dict[str, Any]], known: dict[str, _Known],
     now = utcnow()
     new = [dict(r, ingested_at=now, updated_at=now) for r in rows if r["filename"] not in known]
     changed = [dict(r, updated_at=now) for r in rows if r["filename"] in known]
+
+    def store(conn: Connection) -> None:
+        if new:
+            conn.execute(schema.raw.insert(), new)
+        for row in changed:
+            conn.execute(schema.raw.update().where(schema.raw.c.filename == row["filename"]), row)
+
     try:
-        with writing(engine) as conn:
-            if new:
-                conn.execute(schema.raw.insert(), new)
-            for row in changed:
-                conn.execute(schema.raw.update().where(schema.raw.c.filename == row["filename"]),
-                             row)
+        write(engine, store)
     except IntegrityError:
         # Another process indexed some of these frames meanwhile: fall back to one at a time.
         _store_one_by_one(engine, new + changed, report)
@@ -185,13 +187,17 @@ def _store(engine: Engine, rows: list[dict[str, Any]], known: dict[str, _Known],
 
 def _store_one_by_one(engine: Engine, rows: list[dict[str, Any]], report: IngestReport) -> None:
     table = schema.raw
+
+    def store(conn: Connection, row: dict[str, Any]) -> bool:
+        """Whether the row is new."""
+        exists = conn.execute(select(table.c.id).where(table.c.filename == row["filename"]))
+        if exists.first() is None:
+            conn.execute(table.insert(), [dict(row, ingested_at=row["updated_at"])])
+            return True
+        conn.execute(table.update().where(table.c.filename == row["filename"]),
+                     {k: v for k, v in row.items() if k != "ingested_at"})
+        return False
+
     for row in rows:
-        with writing(engine) as conn:
-            exists = conn.execute(select(table.c.id).where(table.c.filename == row["filename"]))
-            if exists.first() is None:
-                conn.execute(table.insert(), [dict(row, ingested_at=row["updated_at"])])
-                report.added.append(row["path"])
-            else:
-                conn.execute(table.update().where(table.c.filename == row["filename"]),
-                             {k: v for k, v in row.items() if k != "ingested_at"})
-                report.updated.append(row["path"])
+        added = write(engine, lambda conn, row=row: store(conn, row))
+        (report.added if added else report.updated).append(row["path"])

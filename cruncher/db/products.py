@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, select
 
 from cruncher.db import schema
-from cruncher.db.engine import utcnow, writing
+from cruncher.db.engine import utcnow, write
 from cruncher.instruments.gpi.keywords import canonical_name, normalise_object
 
 #: Fiducial separations (arcsec) whose contrast is kept on the ``reduced`` row.
@@ -51,26 +51,33 @@ def record_product(engine: Engine, *, path: str | os.PathLike, kind: str,
         "software": software, "job_id": job_id, "satspot_flux": satspot_flux, "updated_at": now,
     }
     values.update({k: (fiducial or {}).get(k) for k in FIDUCIAL_SEPARATIONS})
-    with writing(engine) as conn:
-        reduced_id = _upsert(conn, values, now)
-        _link(conn, reduced_id, names)
-    return reduced_id
+
+    def record(conn: Connection) -> int:
+        reduced_id, new = _upsert(conn, values, now)
+        _link(conn, reduced_id, names, new=new)
+        return reduced_id
+
+    return write(engine, record)
 
 
-def _upsert(conn: Connection, values: dict[str, Any], now) -> int:
+def _upsert(conn: Connection, values: dict[str, Any], now) -> tuple[int, bool]:
+    """The ``reduced.id`` of the row written, and whether the row is new."""
     table = schema.reduced
     existing = conn.execute(select(table.c.id).where(table.c.path_key == values["path_key"]))
     found = existing.scalar()
     if found is None:
         result = conn.execute(table.insert().values(**values, created_at=now))
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0]), True
     conn.execute(table.update().where(table.c.id == found).values(**values))
-    return int(found)
+    return int(found), False
 
 
-def _link(conn: Connection, reduced_id: int, names: Sequence[str]) -> None:
+def _link(conn: Connection, reduced_id: int, names: Sequence[str], *, new: bool) -> None:
     link = schema.raw2reduced
-    conn.execute(delete(link).where(link.c.reduced_id == reduced_id))
+    if not new:
+        # Only for a row recorded before: on InnoDB, deleting rows that do not exist locks the
+        # gap where they would be, and concurrent inserts into that gap then deadlock.
+        conn.execute(delete(link).where(link.c.reduced_id == reduced_id))
     if not names:
         return
     raw_ids = conn.execute(select(schema.raw.c.id).where(schema.raw.c.filename.in_(names)))
@@ -89,11 +96,14 @@ def record_contrast(engine: Engine, reduced_id: int, planet_type: str,
              "separation_px": float(sep) / pixel_scale if pixel_scale else None,
              "contrast": None if c is None or c != c else float(c)}
             for sep, c in zip(separations_arcsec, contrasts, strict=True)]
-    with writing(engine) as conn:
+
+    def replace(conn: Connection) -> None:
         conn.execute(delete(table).where(table.c.reduced_id == reduced_id,
                                          table.c.planet_type == planet_type))
         if rows:
             conn.execute(table.insert(), rows)
+
+    write(engine, replace)
 
 
 def record_detections(engine: Engine, reduced_id: int, detections: Sequence[Mapping[str, Any]],
@@ -103,7 +113,10 @@ def record_detections(engine: Engine, reduced_id: int, detections: Sequence[Mapp
     rows = [{"reduced_id": reduced_id, "rank": i, "x": d["x"], "y": d["y"],
              "separation_arcsec": d["sep_arcsec"], "pa_deg": d["pa_deg"], "snr": d["snr"],
              "kl": kl} for i, d in enumerate(detections)]
-    with writing(engine) as conn:
+
+    def replace(conn: Connection) -> None:
         conn.execute(delete(table).where(table.c.reduced_id == reduced_id))
         if rows:
             conn.execute(table.insert(), rows)
+
+    write(engine, replace)

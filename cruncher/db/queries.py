@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, func, select
 
 from cruncher.db import schema
-from cruncher.db.engine import reading, utcnow, writing
+from cruncher.db.engine import reading, utcnow, write
 from cruncher.db.products import path_key
 from cruncher.instruments.gpi.keywords import canonical_name, normalise_object
 
@@ -109,10 +109,9 @@ def add_note(engine: Engine, name: str, text: str, *, bad: bool | None = None,
     filename = canonical_name(name)
     if bad is None:
         bad = is_bad(engine, filename)
-    with writing(engine) as conn:
-        conn.execute(schema.notes.insert().values(
-            filename=filename, text=text, bad=bad, user=user or _default_user(),
-            created_at=utcnow()))
+    row = dict(filename=filename, text=text, bad=bad, user=user or _default_user(),
+               created_at=utcnow())
+    write(engine, lambda conn: conn.execute(schema.notes.insert().values(**row)))
     return bad
 
 
