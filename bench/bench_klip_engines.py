@@ -1,6 +1,6 @@
 """The general KLIP reduction with the fast engine and with pyKLIP, side by side.
 
-    python bench/bench_klip_engines.py [--cubes 10 20 40] [--runs 3] [--pyklip-runs 3]
+    python bench/bench_klip_engines.py [--cubes 10 20 40] [--runs 3] [--pyklip-runs 3] [--with-lite]
 
 Same standard dataset and job as ``bench_psfsub.py`` (40 simulated H-band cubes of 37 x 281 x
 281; subsets spread over the sequence; each job a ``python -m cruncher.psfsub`` process with BLAS
@@ -110,6 +110,22 @@ def _relative_rms(a, b, where) -> float:
     return float(np.sqrt(np.mean((a - b)[where] ** 2) / np.mean(b[where] ** 2)))
 
 
+def lite_agreements(work: Path, inputs: list[str], fast: str, full: str) -> dict:
+    """One pyKLIP run in ``lite`` mode, and how it, pyKLIP's full mode (``full``) and the fast
+    engine (``fast``) agree pairwise: whether a miss of the tolerance is the fast engine's or is
+    there between pyKLIP's own two modes as well."""
+    run = run_job(work, "klip_general", inputs, {"engine": "pyklip", "lite": True})
+    print(f"{len(inputs)} cubes, pyKLIP lite: {run['wall_s']:.1f} s, {run['peak_gb']:.2f} GB",
+          flush=True)
+    field = field_radius(inputs)
+    found = {"pyklip_lite": summary([run]),
+             "agreement_fast_vs_pyklip_lite": agreement(fast, run["kl_cube"], field),
+             "agreement_pyklip_lite_vs_full": agreement(run["kl_cube"], full, field)}
+    for key in ("agreement_fast_vs_pyklip_lite", "agreement_pyklip_lite_vs_full"):
+        print(f"{len(inputs)} cubes: {key} {found[key]}", flush=True)
+    return found
+
+
 def summary(runs: list[dict]) -> dict:
     if not runs:
         return {"runs": 0}
@@ -133,6 +149,9 @@ def main() -> None:
     parser.add_argument("--keep-pyklip-runs", action="store_true",
                         help="with --append: count that file's pyKLIP runs in the medians too "
                              "(pyKLIP's code does not change between invocations)")
+    parser.add_argument("--with-lite", action="store_true",
+                        help="also one pyKLIP run in its lite mode per size (where pyKLIP would "
+                             "run full), and the agreement of each pair of the three products")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "work" / "psfsub")
     args = parser.parse_args()
     payload: dict = {"reduction": "klip_general", "sizes": {}}
@@ -168,6 +187,8 @@ def main() -> None:
             entry["agreement"] = agreement(fast["all"][-1]["kl_cube"], ref["all"][-1]["kl_cube"],
                                            field_radius(inputs))
             print(f"{n} cubes: agreement {entry['agreement']}", flush=True)
+        if args.with_lite and len(products) == 2:
+            entry.update(lite_agreements(args.workdir, inputs, *products))
         print(save("klip-engines", payload), flush=True)
 
 
