@@ -33,6 +33,7 @@ CONFLICT_ERRNOS = frozenset({1213, 1205})
 WRITE_ATTEMPTS = 8
 T = TypeVar("T")
 
+
 def _add_detections(conn: Connection) -> None:
     """Schema 1 -> 2: the ``detections`` table."""
     schema.detections.create(conn, checkfirst=True)
