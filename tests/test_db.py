@@ -133,23 +133,31 @@ def test_products_link_raw_frames_both_ways(engine, night, tmp_path):
     assert [(r["separation_arcsec"], r["contrast"]) for r in rows] == [(0.25, 2e-5), (0.4, 4e-6)]
 
 
-def test_concurrent_writers_lose_nothing(engine):
+def _in_threads(work, arguments) -> list[Exception]:
+    """``work(*args)`` in a thread for each of ``arguments``, all at once; what they raised."""
     errors = []
 
-    def writer(k: int) -> None:
+    def guarded(*args) -> None:
         try:
-            for i in range(15):
-                queries.add_note(engine, f"S20131118S{k:02d}{i:02d}.fits", "x", bad=i % 2 == 0,
-                                 user=f"t{k}")
+            work(*args)
         except Exception as exc:  # collected: a thread's exception must fail the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+    threads = [threading.Thread(target=guarded, args=args) for args in arguments]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    return errors
+
+
+def test_concurrent_writers_lose_nothing(engine):
+    def writer(k: int) -> None:
+        for i in range(15):
+            queries.add_note(engine, f"S20131118S{k:02d}{i:02d}.fits", "x", bad=i % 2 == 0,
+                             user=f"t{k}")
+
+    assert not _in_threads(writer, [(k,) for k in range(6)])
     with engine.connect() as conn:
         assert len(conn.execute(select(schema.notes.c.id)).all()) == 90
 
@@ -162,21 +170,13 @@ def test_concurrent_product_recording_loses_nothing(engine, night, tmp_path):
     """
     ingest(engine, [night], progress=False)
     raws = [r["path"] for r in queries.find_raw(engine, obstype="OBJECT")]
-    errors = []
 
     def recorder(k: int) -> None:
-        try:
-            for i in range(20):
-                inputs = raws[(k + i) % len(raws):][:4]
-                record_product(engine, path=tmp_path / f"p{k}_{i}.fits", kind="test", inputs=inputs)
-        except Exception as exc:  # collected: a thread's exception must fail the test
-            errors.append(exc)
+        for i in range(20):
+            inputs = raws[(k + i) % len(raws):][:4]
+            record_product(engine, path=tmp_path / f"p{k}_{i}.fits", kind="test", inputs=inputs)
 
-    threads = [threading.Thread(target=recorder, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = _in_threads(recorder, [(k,) for k in range(4)])
     assert not errors, errors[:3]
     for k in range(4):
         for i in range(20):
@@ -197,7 +197,6 @@ def test_a_transaction_rolled_back_by_a_deadlock_is_run_again(mariadb_server):
             queries.add_note(eng, f"S20131118S000{number}.fits", "x", user="t")
         both_hold_one = threading.Barrier(2, timeout=20)
         attempts = {1: 0, 2: 0}
-        errors = []
 
         def lock_both(first: int, second: int) -> None:
             notes = schema.notes
@@ -209,16 +208,9 @@ def test_a_transaction_rolled_back_by_a_deadlock_is_run_again(mariadb_server):
                     both_hold_one.wait()
                 conn.execute(notes.update().where(notes.c.id == second).values(text=str(first)))
 
-            try:
-                dbengine.write(eng, work)
-            except Exception as exc:  # collected: a thread's exception must fail the test
-                errors.append(exc)
+            dbengine.write(eng, work)
 
-        threads = [threading.Thread(target=lock_both, args=pair) for pair in ((1, 2), (2, 1))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = _in_threads(lock_both, [(1, 2), (2, 1)])
         eng.dispose()
     assert not errors, errors
     assert sorted(attempts.values()) == [1, 2], "one writer was the deadlock's victim and reran"
