@@ -262,7 +262,7 @@ class Backend:
                     record_announced(self.engine, event, params=dict(job.params))
                 except CruncherError as exc:
                     _log.warning("could not record %s: %s", product.path, exc)
-                except Exception:   # still announced: `cruncher db ingest-products` can redo it
+                except Exception:   # logged with its traceback; the product is announced below
                     _log.exception("could not record %s", product.path)
                 self.events.publish(event)
         elif not outcome.ok:
